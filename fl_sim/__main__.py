@@ -1,0 +1,5 @@
+"""``python -m fl_sim``."""
+
+from fl_sim.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,171 @@
+"""``python -m fl_sim`` / ``./run.sh``: flags -> RunConfig -> simulation -> summary.
+
+Bad input fails here, before Ray starts, with one line naming the flag and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fl_sim.config import OPTIONS, TASK_DEFAULTED, ConfigError, RunConfig, defaults
+from tasks import registry as task_registry
+
+EXIT_BAD_INPUT = 2
+HIDDEN_KEYS = ("run-dir",)  # set by the CLI itself
+
+
+def _dest(key: str) -> str:
+    return key.replace("-", "_")
+
+
+def _help_for(key: str, text: str, default: Any) -> str:
+    if key in TASK_DEFAULTED:
+        per_task = ", ".join(
+            f"{name} {task_registry.get(name).defaults[key]}" for name in task_registry.names()
+        )
+        return f"{text}; task defaults: {per_task}"
+    if key in ("task", "strategy"):
+        from strategies import registry as strategy_registry
+
+        names = task_registry.names() if key == "task" else strategy_registry.names()
+        text = f"{text}, one of: {', '.join(names)}"
+    return f"{text} (default: {default!r})"
+
+
+def add_run_flags(parser: argparse.ArgumentParser) -> None:
+    """One flag per run-config option; an absent flag keeps the pyproject default."""
+    table = defaults()
+    for option in OPTIONS:
+        if option.key in HIDDEN_KEYS:
+            continue
+        default = table[option.key]
+        kwargs: dict[str, Any] = {
+            "dest": _dest(option.key), "default": None,
+            "help": _help_for(option.key, option.help, default),
+        }
+        if isinstance(default, bool):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            kwargs["type"] = type(default)
+            kwargs["metavar"] = option.key.upper().replace("-", "_")
+        parser.add_argument(option.flag, **kwargs)
+    parser.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one sub-command per job."""
+    parser = argparse.ArgumentParser(
+        prog="fl_sim", description="Federated simulation harness (Flower + Ray + Opacus)."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser(
+        "run", help="run one federated simulation",
+        description="Run one federated simulation; writes results/<run-id>/.",
+    )
+    add_run_flags(run)
+    run.set_defaults(handler=cmd_run)
+    return parser
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    """The run-config keys the user set on the command line."""
+    found = {}
+    for option in OPTIONS:
+        value = getattr(args, _dest(option.key), None)
+        if value is not None:
+            found[option.key] = value
+    return found
+
+
+def claim_run_dir(cfg: RunConfig) -> RunConfig:
+    """Create the run folder now, so clashes and unwritable paths fail before Ray starts.
+
+    Raises
+    ------
+    ConfigError
+        If ``--out`` cannot be written or ``--run-name`` already exists there.
+    """
+    from dataclasses import replace
+
+    from fl_sim.server_app import resolve_run_dir
+
+    out = Path(cfg.out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigError("out-dir", f"cannot create {out}: {error.strerror}") from None
+    if not os.access(out, os.W_OK):
+        raise ConfigError("out-dir", f"{out} is not writable")
+    if cfg.run_name and (out / cfg.run_name).exists():
+        raise ConfigError(
+            "run-name", f"{out / cfg.run_name} already exists; choose another name or omit it"
+        )
+    run_dir = resolve_run_dir(cfg)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=False)
+    except OSError as error:
+        raise ConfigError("out-dir", f"cannot create {run_dir}: {error.strerror}") from None
+    return replace(cfg, run_dir=str(run_dir))
+
+
+def fail(message: str) -> int:
+    """Print one error line and return the bad-input exit code."""
+    print(f"fl_sim: error: {message}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Validate, claim the run folder, simulate, print the summary."""
+    try:
+        cfg = claim_run_dir(RunConfig.from_mapping(overrides_from(args)))
+    except ConfigError as error:
+        return fail(str(error))
+    from fl_sim import simulation
+    from fl_sim.summary import print_summary
+
+    _quiet_libraries(args.verbose)
+    try:
+        simulation.run(cfg, verbose=args.verbose)
+    except KeyboardInterrupt:
+        _mark(Path(cfg.run_dir), "interrupted")
+        print(f"interrupted; finished rounds are in {cfg.run_dir}", file=sys.stderr)
+        return 130
+    except Exception as error:  # the ServerApp has recorded what it could
+        _mark(Path(cfg.run_dir), "failed")
+        print(f"fl_sim: run failed: {error}", file=sys.stderr)
+        return 1
+    print_summary(Path(cfg.run_dir))
+    return 0
+
+
+def _mark(run_dir: Path, status: str) -> None:
+    """Record an ending the ServerApp could not record itself (config.json)."""
+    from fl_sim.results import write_json_atomic
+
+    path = run_dir / "config.json"
+    if path.exists():
+        config = json.loads(path.read_text())
+        if config.get("status") in (None, "running"):
+            config["status"] = status
+            write_json_atomic(path, config)
+
+
+def _quiet_libraries(verbose: bool) -> None:
+    import logging
+
+    if not verbose:
+        logging.getLogger("flwr").setLevel(logging.WARNING)
+        os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m fl_sim``."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return args.handler(args)

@@ -1,0 +1,145 @@
+"""Writes a run folder: config.json, clients.csv, rounds.csv and model weights.
+
+Only writes; plotting reads these files later (``fl_sim.report``). Every append is
+flushed and fsynced, so a run killed at any point keeps every finished round.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+CLIENT_COLUMNS = (
+    "run_id", "round", "phase", "partition_id", "node_id", "num_examples",
+    "loss", "accuracy",
+)
+CLIENT_TRAILING = ("epsilon", "seconds", "status")
+ROUND_COLUMNS = ("run_id", "round")
+ROUND_TRAILING = (
+    "train_replies", "train_failures", "evaluate_replies", "evaluate_failures",
+    "epsilon_max", "seconds", "status",
+)
+
+
+def client_columns(task_metrics: Sequence[str]) -> list[str]:
+    """Columns of clients.csv for a task reporting ``task_metrics``."""
+    return [*CLIENT_COLUMNS, *task_metrics, *CLIENT_TRAILING]
+
+
+def round_columns(task_metrics: Sequence[str], server_metrics: Sequence[str]) -> list[str]:
+    """Columns of rounds.csv: aggregated client metrics per phase, then server metrics."""
+    client_side = ["loss", "accuracy", *task_metrics]
+    return [
+        *ROUND_COLUMNS,
+        *(f"train_{m}" for m in client_side),
+        *(f"evaluate_{m}" for m in client_side),
+        *(f"server_{m}" for m in server_metrics),
+        *ROUND_TRAILING,
+    ]
+
+
+class CsvLog:
+    """An append-only CSV file with a fixed header.
+
+    Rows with keys outside the header are refused (the schema is the contract with the
+    report); missing keys are written empty.
+    """
+
+    def __init__(self, path: Path, columns: Sequence[str]) -> None:
+        self.path = path
+        self.columns = list(columns)
+        new = not path.exists() or path.stat().st_size == 0
+        self._handle = path.open("a", newline="", encoding="utf-8")
+        self._writer = csv.DictWriter(self._handle, fieldnames=self.columns, restval="")
+        if new:
+            self._writer.writeheader()
+            self._sync()
+
+    def append(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Append ``rows`` and force them to disk."""
+        for row in rows:
+            unknown = set(row) - set(self.columns)
+            if unknown:
+                raise KeyError(f"{self.path.name}: columns not in header: {sorted(unknown)}")
+            self._writer.writerow({k: _cell(v) for k, v in row.items()})
+        self._sync()
+
+    def _sync(self) -> None:
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        """Close the file."""
+        self._handle.close()
+
+
+def _cell(value: Any) -> Any:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return value
+
+
+def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
+    """Write JSON through a temporary file and a rename, so readers never see half."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+class ResultsWriter:
+    """The files of one run folder.
+
+    Parameters
+    ----------
+    run_dir : Path
+        Created if missing.
+    task_metrics : sequence of str
+        Task-specific client metric names (become columns of both CSVs).
+    server_metrics : sequence of str
+        Names returned by the task's central evaluation.
+    """
+
+    def __init__(
+        self, run_dir: Path, task_metrics: Sequence[str], server_metrics: Sequence[str]
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.clients = CsvLog(self.run_dir / "clients.csv", client_columns(task_metrics))
+        self.rounds = CsvLog(
+            self.run_dir / "rounds.csv", round_columns(task_metrics, server_metrics)
+        )
+        self._config: dict[str, Any] = {}
+
+    def write_config(self, config: Mapping[str, Any]) -> None:
+        """Replace config.json with ``config``."""
+        self._config = dict(config)
+        write_json_atomic(self.run_dir / "config.json", self._config)
+
+    def update_config(self, **changes: Any) -> None:
+        """Merge ``changes`` into config.json (end time, exit status, ...)."""
+        self._config.update(changes)
+        write_json_atomic(self.run_dir / "config.json", self._config)
+
+    def write_json(self, name: str, data: Mapping[str, Any]) -> None:
+        """Write another JSON file of the run (e.g. ``summary.json``)."""
+        write_json_atomic(self.run_dir / name, data)
+
+    def save_state_dict(self, state_dict: Mapping[str, Any], name: str = "model.pt") -> Path:
+        """Save torch weights atomically, so an interrupted run keeps a loadable file."""
+        import torch
+
+        path = self.run_dir / name
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        torch.save(dict(state_dict), tmp)
+        os.replace(tmp, path)
+        return path
+
+    def close(self) -> None:
+        """Close the CSV files."""
+        self.clients.close()
+        self.rounds.close()

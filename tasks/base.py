@@ -1,0 +1,102 @@
+"""The contract between a task and the Flower apps that run it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from flwr.app import ArrayRecord, RecordDict
+
+
+@dataclass(frozen=True)
+class Partition:
+    """Which slice of the federation's data a client holds.
+
+    Parameters
+    ----------
+    index : int
+        ``partition-id`` from the node config (0-based).
+    count : int
+        ``num-partitions`` from the node config.
+    """
+
+    index: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if self.count < 1 or not 0 <= self.index < self.count:
+            raise ValueError(f"partition {self.index} is outside 0..{self.count - 1}")
+
+
+@dataclass
+class TrainResult:
+    """What one client's local training hands back to the server.
+
+    Parameters
+    ----------
+    arrays : ArrayRecord
+        The locally updated model.
+    num_examples : int
+        Examples trained on; the weight of this client in FedAvg.
+    metrics : dict
+        Scalar metrics; ``loss`` always, ``accuracy`` and ``epsilon`` where defined,
+        plus the task's ``client_metrics``.
+    """
+
+    arrays: ArrayRecord
+    num_examples: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class EvalResult:
+    """A client's evaluation of the global model on its own held-out data."""
+
+    num_examples: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+class Task(Protocol):
+    """A federated learning task.
+
+    A task is built from the resolved run config (kebab-case keys) on the server and in
+    every client process. It must be cheap to build: data is loaded lazily, per
+    partition, the first time a partition trains.
+
+    Attributes
+    ----------
+    name : str
+        Registry name (the ``--task`` value).
+    defaults : dict
+        This task's values for the generic keys left at 0 (``num-server-rounds``,
+        ``local-epochs``, ``batch-size``, ``lr``): what "task default" means in ``--help``.
+    client_metrics : tuple of str
+        Metric names, beyond ``loss``/``accuracy``/``epsilon``, that clients report.
+    server_metrics : tuple of str
+        Metric names that ``central_evaluate`` returns.
+    """
+
+    name: ClassVar[str]
+    defaults: ClassVar[Mapping[str, float | int]]
+    client_metrics: ClassVar[tuple[str, ...]]
+    server_metrics: ClassVar[tuple[str, ...]]
+
+    def __init__(self, config: Mapping[str, Any]) -> None: ...
+
+    def initial_arrays(self) -> ArrayRecord:
+        """Return the global model before round 1 (seeded, identical everywhere)."""
+
+    def train(
+        self, arrays: ArrayRecord, partition: Partition, state: RecordDict, server_round: int
+    ) -> TrainResult:
+        """Train locally from ``arrays``; ``state`` persists per client across rounds."""
+
+    def evaluate(self, arrays: ArrayRecord, partition: Partition) -> EvalResult:
+        """Evaluate the global model on the client's held-out data."""
+
+    def central_evaluate(self, server_round: int, arrays: ArrayRecord) -> dict[str, float]:
+        """Evaluate the global model on the server's data (round 0 = initial model)."""
+
+    def summary(self, arrays: ArrayRecord) -> dict[str, float]:
+        """Headline numbers of the final global model, for the run summary."""
