@@ -16,7 +16,8 @@ pytestmark = pytest.mark.slow
 def run_dir(ray_address, tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
     done = run_cli("run", "--task", "regression", "--clients", "3", "--rounds", "2",
-                   "--out", str(out), "--run-name", "e2e", "--ray-address", ray_address)
+                   "--lr", "0.02", "--seed", "7", "--out", str(out), "--run-name", "e2e",
+                   "--ray-address", ray_address)
     assert done.returncode == 0, done.stderr[-3000:]
     return out / "e2e", done.stdout
 
@@ -58,3 +59,23 @@ def test_config_model_and_summary(run_dir):
     summary = json.loads((path / "summary.json").read_text())
     assert abs(summary["prediction_at_5"] - 10.0) < 1.0
     assert "client 2" in stdout and "global" in stdout
+
+
+def test_clients_trained_with_the_cli_settings(run_dir):
+    """Round 1 of client 1 equals the same training run in-process with the same flags."""
+    from flwr.app import RecordDict
+
+    from fl_sim.config import RunConfig
+    from tasks.base import Partition
+    from tasks.regression import RegressionTask
+
+    settings = RunConfig.from_mapping(
+        {"clients": 3, "num-server-rounds": 2, "lr": 0.02, "seed": 7}
+    ).to_run_config()
+    task = RegressionTask(settings)
+    expected = task.train(task.initial_arrays(), Partition(1, 3), RecordDict(), 1)
+    clients = pd.read_csv(run_dir[0] / "clients.csv")
+    row = clients[(clients["round"] == 1) & (clients["phase"] == "train")
+                  & (clients["partition_id"] == 1)].iloc[0]
+    assert row["loss"] == pytest.approx(expected.metrics["loss"], rel=1e-5)
+    assert row["prediction_at_5"] == pytest.approx(expected.metrics["prediction_at_5"], rel=1e-5)

@@ -1,0 +1,72 @@
+"""RunRecorder + RecordingStrategy: replies become rows, failures and timeouts included."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from flwr.app import ArrayRecord, Error, Message, MessageType, MetricRecord, RecordDict
+from flwr.serverapp.strategy import FedAvg
+from flwr.supercore.task_identity import TaskIdentity
+
+from fl_sim.recorder import RunRecorder
+from fl_sim.results import ResultsWriter
+from strategies.recording import RecordingStrategy
+
+
+@pytest.fixture(autouse=True)
+def _identity():
+    # Flower stamps the running task's identity into every Message it builds.
+    TaskIdentity.task_id, TaskIdentity.run_id, TaskIdentity.node_id = 1, 5, 1
+
+
+def _sent(node_id: int) -> Message:
+    return Message(RecordDict({"arrays": ArrayRecord()}), message_type=MessageType.TRAIN,
+                   dst_node_id=node_id)
+
+
+def _ok(node_id: int, partition: int, loss: float, n: int) -> Message:
+    metrics = MetricRecord({"loss": loss, "prediction_at_5": 9.0, "num-examples": n,
+                            "partition-id": partition, "seconds": 0.25})
+    arrays = ArrayRecord([np.full((1,), float(partition))])
+    return Message(RecordDict({"arrays": arrays, "metrics": metrics}), reply_to=_sent(node_id))
+
+
+def _failed(node_id: int) -> Message:
+    return Message(Error(code=0, reason="boom"), reply_to=_sent(node_id))
+
+
+def test_rows_for_ok_failed_and_missing_replies(tmp_path):
+    writer = ResultsWriter(tmp_path, ["prediction_at_5"], ["loss"])
+    seen = []
+    recorder = RunRecorder(writer, "run", on_round=seen.append)
+    strategy = RecordingStrategy(FedAvg(), recorder)
+    # Round 1: nodes 11, 12 reply; round 2: 11 fails, 12 ok, 13 never answers.
+    recorder.on_configure(1, "train", [11, 12])
+    arrays, metrics = strategy.aggregate_train(1, [_ok(11, 0, 1.0, 10), _ok(12, 1, 3.0, 30)])
+    recorder.end_round(1, {"loss": 0.5})
+    recorder.on_configure(2, "train", [11, 12, 13])
+    strategy.aggregate_train(2, [_failed(11), _ok(12, 1, 2.0, 30)])
+    recorder.end_round(2, {"loss": 0.4})
+    writer.close()
+
+    assert metrics["loss"] == pytest.approx((1.0 * 10 + 3.0 * 30) / 40)
+    assert arrays.to_numpy_ndarrays()[0][0] == pytest.approx(30 / 40)
+    clients = pd.read_csv(tmp_path / "clients.csv")
+    assert list(clients["status"]) == ["ok", "ok", "failed", "ok", "failed"]
+    failed = clients[clients["status"] == "failed"]
+    # Node 11 was partition 0 in round 1; node 13 was never seen, so its partition is empty.
+    assert failed["partition_id"].tolist()[0] == 0 and pd.isna(failed["partition_id"].tolist()[1])
+    assert set(failed["node_id"]) == {11, 13}
+    rounds = pd.read_csv(tmp_path / "rounds.csv")
+    assert rounds["train_replies"].tolist() == [2, 1]
+    assert rounds["train_failures"].tolist() == [0, 2]
+    assert rounds["train_loss"].tolist() == pytest.approx([2.5, 2.0])
+    assert rounds["server_loss"].tolist() == [0.5, 0.4]
+    assert [row["round"] for row in seen] == [1, 2]
+
+
+def test_recording_strategy_leaves_the_wrapped_strategy_in_charge():
+    inner = FedAvg(fraction_train=0.3)
+    wrapped = RecordingStrategy(inner, RunRecorder.__new__(RunRecorder))
+    assert wrapped.fraction_train == 0.3  # attributes reach through
