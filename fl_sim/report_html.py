@@ -76,8 +76,9 @@ def page(
         body.append(content)
     body.append("<h2>Figures</h2>")
     body += [figure(path, caption) for path, caption in figures]
-    body.append("<h2>Settings</h2>")
-    body.append(table(sorted(settings.items()), ("key", "value")))
+    if settings:
+        body.append("<h2>Settings</h2>")
+        body.append(table(sorted(settings.items()), ("key", "value")))
     if config:
         body.append("<details><summary>config.json</summary><pre>")
         body.append(html.escape(json.dumps(config, indent=2, sort_keys=True, default=str)))
