@@ -31,6 +31,7 @@ def write_run(
     max_epsilon: float = 0.0,
     lr: float = 0.01,
     seed: int = 0,
+    epsilon_scale: float = 1.0,
 ) -> Path:
     """Write a run folder; ``recorded_rounds`` < ``rounds`` imitates an interrupted run.
 
@@ -67,7 +68,7 @@ def write_run(
                 else:
                     row["accuracy"] = min(0.99, 0.2 * rnd * lr * 100 + 0.01 * cid)
                 if sample_dp and phase == "train":
-                    row["epsilon"] = epsilon_of(rnd, cid)
+                    row["epsilon"] = epsilon_of(rnd, cid) * epsilon_scale
                 rows.append(row)
         writer.clients.append(rows)
         round_row = _server_row(run_id, rnd, kind, lr)
@@ -77,7 +78,7 @@ def write_run(
         if kind != "dcgan":
             round_row["evaluate_accuracy"] = min(0.99, 0.2 * rnd * lr * 100)
         if sample_dp:
-            round_row["epsilon_max"] = max(epsilon_of(rnd, c) for c in range(clients))
+            round_row["epsilon_max"] = max(epsilon_of(rnd, c) for c in range(clients)) * epsilon_scale
         writer.rounds.append([round_row])
         if client_dp:
             privacy.append({"run_id": run_id, "round": rnd, "epsilon": 0.5 * rnd, "delta": 1e-5,
