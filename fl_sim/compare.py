@@ -129,16 +129,20 @@ def tradeoff_figure(points: Sequence[dict], metric: str) -> Figure:
     if private:
         ax.plot([p["epsilon"] for p in private], [p[metric] for p in private], marker="o",
                 color="tab:purple", label="DP runs (final round)")
-        for p in private:
+        for i, p in enumerate(private):
+            last = i == len(private) - 1 and len(private) > 1  # keep its label inside
             ax.annotate(p["label"], (p["epsilon"], p[metric]), fontsize="x-small",
-                        textcoords="offset points", xytext=(4, 4))
+                        textcoords="offset points", xytext=(-4 if last else 4, 4),
+                        ha="right" if last else "left")
+    colors = iter(plt.get_cmap("tab10").colors[1:] * 100)
     for p in points:
         if p["epsilon"] is None and p[metric] is not None:
-            ax.axhline(p[metric], linestyle="--", color="tab:gray",
+            ax.axhline(p[metric], linestyle="--", color=next(colors),
                        label=f"no DP: {p['label']}")
     if not private:
-        ax.text(0.5, 0.5, "no run reports epsilon", transform=ax.transAxes, ha="center",
-                color="tab:gray")
+        ax.text(0.5, 0.5, "no run reports epsilon: dashed lines are runs without DP",
+                transform=ax.transAxes, ha="center", color="tab:gray")
+        ax.set_xlim(0, 1)
     better = "higher" if higher_is_better(metric) else "lower"
     kinds = {p["epsilon_kind"] for p in private}
     deltas = {p["delta"] for p in private if p["delta"]}
@@ -148,6 +152,8 @@ def tradeoff_figure(points: Sequence[dict], metric: str) -> Figure:
     ax.set_ylabel(f"final {pretty(metric)} ({better} is better)")
     ax.set_title("privacy/utility trade-off, one point per run")
     ax.margins(x=0.2, y=0.1)
+    if private:
+        ax.set_xlim(left=0)
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
