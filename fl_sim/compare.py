@@ -25,7 +25,7 @@ from fl_sim.report_plots import BUDGET, pretty  # noqa: E402
 
 COMPARE_DIR = "compare"
 # Settings that always differ between runs and say nothing about the experiment.
-IGNORED_SETTINGS = {"run-dir", "run-name", "out-dir", "ray-address"}
+IGNORED_SETTINGS = {"run-dir", "run-name", "out-dir", "ray-address", "quiet"}
 
 
 class CompareError(ValueError):

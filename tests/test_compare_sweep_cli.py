@@ -77,14 +77,19 @@ def test_cli_report_and_compare(two_runs, tmp_path, capsys):
     assert "--metric" in err and "server_accuracy" in err
 
 
-def test_missing_or_non_run_folder_exits_2(tmp_path):
-    done = run_cli("report", str(tmp_path / "missing"), timeout=120)
-    assert done.returncode == 2
-    assert "RUN_DIR" in done.stderr and "no such folder" in done.stderr
-    assert "Traceback" not in done.stderr
+def test_missing_or_non_run_folder_exits_2(tmp_path, capsys):
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "RUN_DIR" in err and "no such folder" in err
     (tmp_path / "notes.txt").write_text("not a run")
-    done = run_cli("compare", str(tmp_path), str(tmp_path), timeout=120)
+    assert main(["compare", str(tmp_path), str(tmp_path)]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+
+
+def test_report_exit_code_through_python_m(tmp_path):
+    done = run_cli("report", str(tmp_path), timeout=120)
     assert done.returncode == 2 and "not a run folder" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 # --- sweep -------------------------------------------------------------------------
