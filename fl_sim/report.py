@@ -140,9 +140,8 @@ def final_models_table(run: RunData) -> str:
         for _, row in last.sort_values("partition_id").iterrows():
             rows.append((f"client {int(row['partition_id'])}", phase, int(row["round"]),
                          *(row.get(m) for m in metrics)))
-    failed = run.clients[run.clients.get("status", "ok") != "ok"] if "status" in run.clients \
-        else run.clients.iloc[0:0]
+    failed = int((run.clients["status"] != "ok").sum()) if "status" in run.clients else 0
     table = report_html.table(rows, ("model", "phase", "round", *metrics))
-    if len(failed):
-        table += f"<p class=\"warn\">{len(failed)} client replies failed.</p>"
+    if failed:
+        table += f"<p class=\"warn\">{failed} client replies failed.</p>"
     return table

@@ -171,7 +171,10 @@ def utility_epsilon_figure(run: RunData) -> Figure | None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     ax.plot(joined["epsilon"], joined[metric], marker="o", color="tab:purple",
             label=f"{pretty(metric)} per round")
-    for rnd, row in joined.iterrows():
+    step = max(1, len(joined) // 15)  # at most ~15 round labels
+    for i, (rnd, row) in enumerate(joined.iterrows()):
+        if i % step and i != len(joined) - 1:
+            continue
         ax.annotate(str(rnd), (row["epsilon"], row[metric]), fontsize="x-small",
                     textcoords="offset points", xytext=(3, 3))
     if run.budget:
@@ -211,7 +214,9 @@ def durations_figure(run: RunData) -> Figure | None:
                                   aggfunc="last")
         per_client(ax, table)
         slowest = table.max(axis=1)
-        ax.plot(slowest.index, slowest.values, label="slowest client", **AGGREGATE)
+        usual = _int(table.idxmax(axis=1).mode().iloc[0])
+        ax.plot(slowest.index, slowest.values,
+                label=f"slowest client (most often client {usual})", **AGGREGATE)
     _finish(ax, "seconds", "local training time per client (stragglers stand out)")
     fig.tight_layout()
     return fig

@@ -109,6 +109,11 @@ def test_per_client_lines_aggregate_and_server(tmp_path):
     assert list(got.get_ydata()) == pytest.approx(list(client1["loss"]))
     server = {l.get_label(): l for l in train.get_lines()}["server evaluation (global model)"]
     assert list(server.get_ydata()) == pytest.approx(list(rounds["server_loss"]))
+    # the synthetic client 1 trains 0.1 s longer than client 0 every round
+    slowest = lines(plots["durations"].figure)["slowest client (most often client 1)"]
+    train_rows = clients[clients["phase"] == "train"]
+    assert list(slowest.get_ydata()) == pytest.approx(
+        list(train_rows.groupby("round")["seconds"].max()))
     for ax in plots["clients_loss"].figure.axes:
         assert ax.get_xlabel() == "round" and ax.get_ylabel() == "loss"
         assert ax.get_legend() is not None
