@@ -24,8 +24,13 @@ def _is_number(value: Any) -> bool:
 
 
 def metrics_text(row: Mapping[str, Any]) -> str:
-    """``train_loss 0.12  server_accuracy 0.91 ...`` for the metrics the row has."""
-    return "  ".join(f"{key} {row[key]:.4g}" for key in SHOWN if _is_number(row.get(key)))
+    """``train_loss 0.12  server_accuracy 0.91 ...`` for the metrics the row has.
+
+    Any other key naming an epsilon (e.g. a client-level one a DP strategy adds to the
+    round row) is shown too, so privacy spent is never hidden.
+    """
+    keys = [*SHOWN, *(k for k in row if "epsilon" in k and k not in SHOWN)]
+    return "  ".join(f"{key} {row[key]:.4g}" for key in keys if _is_number(row.get(key)))
 
 
 def replies_text(row: Mapping[str, Any]) -> str:

@@ -137,6 +137,7 @@ def test_plain_progress_line():
                  "replies 4 ok/1 failed", "2.2s"):
         assert text in line
     assert progress_line({"round": 0, "server_loss": 3.0}, 5) == "round 0/5  server_loss 3"
+    assert "epsilon_client_level 0.75" in progress_line({**ROW, "epsilon_client_level": 0.75}, 5)
 
 
 class Tty(io.StringIO):
