@@ -69,7 +69,30 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run one federated simulation; writes results/<run-id>/.",
     )
     add_run_flags(run)
+    run.add_argument(
+        "--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
+        help="run once per value of a run-config key (or flag name), sequentially into one "
+             "folder, then compare the runs; repeat for a grid, e.g. --sweep lr=0.005,0.01",
+    )
     run.set_defaults(handler=cmd_run)
+    report = commands.add_parser(
+        "report", help="write RUN_DIR/report/ (figures and index.html) from a run folder",
+        description="Plot a run folder (finished or interrupted) into RUN_DIR/report/.",
+    )
+    report.add_argument("run_dir", metavar="RUN_DIR", help="a run folder, e.g. results/<run-id>")
+    report.add_argument("--out", default=None, help="report folder (default: RUN_DIR/report)")
+    report.set_defaults(handler=cmd_report)
+    compare = commands.add_parser(
+        "compare", help="overlay several runs and plot final utility against final epsilon",
+        description="Compare run folders: metric and epsilon overlays, the trade-off plot.",
+    )
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders")
+    compare.add_argument("--metric", default=None,
+                         help="rounds.csv column to compare (default: the main metric, e.g. "
+                              "server_accuracy, else server_fid, server_loss, ...)")
+    compare.add_argument("--out", default=None,
+                         help="output folder (default: <common parent of the runs>/compare)")
+    compare.set_defaults(handler=cmd_compare)
     return parser
 
 
@@ -121,26 +144,85 @@ def fail(message: str) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """Validate, claim the run folder, simulate, print the summary."""
+    """Validate, claim the run folder, simulate, print the summary and write the report."""
+    if args.sweep:
+        from fl_sim.sweep import run_sweep
+
+        return run_sweep(args)
     try:
         cfg = claim_run_dir(RunConfig.from_mapping(overrides_from(args)))
     except ConfigError as error:
         return fail(str(error))
+    _quiet_libraries(args.verbose)
+    return simulate(cfg, args.verbose)
+
+
+def simulate(cfg: RunConfig, verbose: bool = False) -> int:
+    """Run a validated config whose folder is claimed; report even an interrupted run.
+
+    Returns the exit code: 0, 1 (the run failed) or 130 (interrupted).
+    """
     from fl_sim import simulation
     from fl_sim.summary import print_summary
 
-    _quiet_libraries(args.verbose)
+    run_dir = Path(cfg.run_dir)
     try:
-        simulation.run(cfg, verbose=args.verbose)
+        simulation.run(cfg, verbose=verbose)
     except KeyboardInterrupt:
-        _mark(Path(cfg.run_dir), "interrupted")
+        _mark(run_dir, "interrupted")
         print(f"interrupted; finished rounds are in {cfg.run_dir}", file=sys.stderr)
+        _report_quietly(run_dir)
         return 130
     except Exception as error:  # the ServerApp has recorded what it could
-        _mark(Path(cfg.run_dir), "failed")
+        _mark(run_dir, "failed")
         print(f"fl_sim: run failed: {error}", file=sys.stderr)
+        _report_quietly(run_dir)
         return 1
-    print_summary(Path(cfg.run_dir))
+    if not cfg.quiet:
+        print_summary(run_dir)
+    _report_quietly(run_dir)
+    return 0
+
+
+def _report_quietly(run_dir: Path) -> Path | None:
+    """Write the run's report; a plotting problem never fails a finished run."""
+    from fl_sim.report import make_report
+
+    try:
+        index = make_report(run_dir)
+    except Exception as error:  # noqa: BLE001 - the results are safe; say why, go on
+        print(f"fl_sim: report failed ({error}); retry with: python -m fl_sim report {run_dir}",
+              file=sys.stderr)
+        return None
+    print(f"report: {index}", flush=True)
+    return index
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """``fl_sim report RUN_DIR``."""
+    from fl_sim.report import make_report
+    from fl_sim.report_data import NotARunFolder
+
+    try:
+        index = make_report(Path(args.run_dir), args.out)
+    except NotARunFolder as error:
+        return fail(f"RUN_DIR: {error}")
+    print(f"report: {index}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """``fl_sim compare RUN_DIR...``."""
+    from fl_sim.compare import CompareError, compare
+    from fl_sim.report_data import NotARunFolder
+
+    try:
+        index = compare([Path(p) for p in args.run_dirs], args.out, args.metric)
+    except NotARunFolder as error:
+        return fail(f"RUN_DIR: {error}")
+    except CompareError as error:
+        return fail(str(error))
+    print(f"comparison: {index}")
     return 0
 
 

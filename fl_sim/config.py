@@ -101,6 +101,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("client-cpus", "--client-cpus", "CPUs Ray reserves per client; sets how many run at once", _positive),
     Option("client-gpus", "--client-gpus", "GPU share Ray reserves per client (e.g. 0.25)", _at_least(0)),
     Option("ray-address", "--ray-address", "join this Ray cluster (host:port) instead of starting one"),
+    # --- reporting ---
+    Option("quiet", "--quiet", "no progress display or summary table; print only the report path"),
 )
 
 _BY_KEY = {option.key: option for option in OPTIONS}
@@ -151,6 +153,8 @@ class RunConfig:
     client_cpus: float
     client_gpus: float
     ray_address: str
+    # --- reporting ---
+    quiet: bool
 
     @classmethod
     def from_mapping(cls, overrides: Mapping[str, Any] | None = None) -> RunConfig:

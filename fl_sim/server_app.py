@@ -9,16 +9,15 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from collections.abc import Mapping
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 
 from fl_sim.config import RunConfig
+from fl_sim.progress import RoundProgress, choose_mode
 from fl_sim.recorder import RunRecorder
 from fl_sim.results import ResultsWriter
 from strategies import registry as strategy_registry
@@ -68,21 +67,6 @@ def resolve_run_dir(cfg: RunConfig) -> Path:
     return candidate
 
 
-def progress_line(row: Mapping[str, Any], total_rounds: int) -> str:
-    """One plain progress line per finished round."""
-    parts = [f"round {row['round']}/{total_rounds}"]
-    for key in ("train_loss", "evaluate_loss", "evaluate_accuracy", "server_loss",
-                "server_accuracy", "epsilon_max"):
-        value = row.get(key)
-        if isinstance(value, (int, float)) and value == value:
-            parts.append(f"{key} {value:.4g}")
-    if row["round"]:
-        parts.append(f"replies {row.get('train_replies', 0)} ok/"
-                     f"{row.get('train_failures', 0)} failed")
-        parts.append(f"{row.get('seconds', 0):.1f}s")
-    return "  ".join(parts)
-
-
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Run ``num-server-rounds`` rounds of the configured strategy and record them."""
@@ -102,10 +86,8 @@ def main(grid: Grid, context: Context) -> None:
             "status": "running",
         }
     )
-    recorder = RunRecorder(
-        writer, run_id, on_round=lambda row: print(progress_line(row, cfg.num_server_rounds),
-                                                   flush=True)
-    )
+    progress = RoundProgress(cfg.num_server_rounds, choose_mode(cfg.quiet))
+    recorder = RunRecorder(writer, run_id, on_round=progress.on_round)
     strategy = RecordingStrategy(strategy_registry.build(settings), recorder)
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
@@ -117,6 +99,7 @@ def main(grid: Grid, context: Context) -> None:
     started = time.perf_counter()
     status = "failed"
     try:
+        progress.start()
         result = strategy.start(
             grid=grid,
             initial_arrays=task.initial_arrays(),
@@ -131,6 +114,7 @@ def main(grid: Grid, context: Context) -> None:
         status = "interrupted" if _interrupted() else "failed"
         raise
     finally:
+        progress.close()
         writer.update_config(
             status=status, finished_at=now(), wall_seconds=round(time.perf_counter() - started, 3)
         )
