@@ -54,6 +54,10 @@ def run(cfg: RunConfig, verbose: bool = False) -> None:
         backend_name="ray",
         backend_config=backend_config(cfg),
         app_dir=str(PROJECT_ROOT),
+        # Without is_app, Flower gives every ClientApp an empty context.run_config (it
+        # fuses app_dir's pyproject with the overrides only for apps loaded from a dir),
+        # and clients would silently train with pyproject defaults instead of the flags.
+        is_app=True,
         run=run_record,
         server_app_context=Context(
             run_id=run_record.run_id, node_id=0, node_config={}, state=RecordDict(),
