@@ -149,3 +149,26 @@ def test_cli_exits_2_with_one_line_before_ray(args, flag, tmp_path):
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"fl_sim: error: {flag}:")
     assert not any(tmp_path.iterdir())  # nothing written, Ray never started
+
+
+def test_privacy_mod_clips_train_updates_with_flowers_mod_under_client_clipping():
+    from flwr.app import Message
+
+    task_identity()
+    config = settings(strategy="dp-fedavg", clients=4, **{
+        "dp-clipping": "client", "clipping-norm": 1.0})
+    strategy = registry.build(config)
+    current = arrays(np.zeros(2))
+    (message, *_) = strategy.configure_train(1, current, ConfigRecord(), FakeGrid(4))
+    assert message.content["config"]["clipping_norm"] == 1.0  # set by Flower's wrapper
+
+    def client(msg, context):  # an update of norm 5
+        content = RecordDict({"arrays": arrays(np.array([3.0, 4.0])),
+                              "metrics": MetricRecord({"num-examples": 8})})
+        return Message(content, reply_to=msg)
+
+    out = privacy_mod(message, SimpleNamespace(run_config=config), client)
+    assert not out.has_error()
+    np.testing.assert_allclose(out.content["arrays"].to_numpy_ndarrays()[0], [0.6, 0.8],
+                               rtol=1e-6)
+    assert out.content["metrics"]["dp-weight"] == 1.0
