@@ -69,7 +69,8 @@ def privacy_config(config: Mapping[str, Any]) -> PrivacyConfig:
 
 
 def adaptive_round_multiplier(
-    update_multiplier: float, clipped_count_stddev: float, clip_used: float, clip_noised: float
+    update_multiplier: float, clipped_count_stddev: float, clip_used: float, clip_noised: float,
+    replied_share: float = 1.0,
 ) -> float:
     """Noise multiplier of one round of Flower's adaptive clipping, as released.
 
@@ -78,13 +79,15 @@ def adaptive_round_multiplier(
     the count of clipped updates (sensitivity 1 under add-or-remove-one) with std
     ``clipped_count_stddev``. Flower noises the sum with the clip *after* its geometric
     update (``clip_noised``), so the sum's effective multiplier is
-    ``update_multiplier * clip_noised / clip_used``. Two Gaussians compose (in RDP) like
-    one with ``z = (z_sum^-2 + z_count^-2)^-1/2``.
+    ``update_multiplier * clip_noised / clip_used``. Flower sizes that noise for all
+    sampled clients but averages over those that replied (adaptive mode does not insist
+    on every reply), so a round with ``replied_share`` < 1 is charged proportionally less
+    noise. Two Gaussians compose (in RDP) like one with ``z = (z_sum^-2 + z_count^-2)^-1/2``.
 
     Flower splits its nominal ``noise_multiplier`` assuming the count has sensitivity 1/2
     (Andrew et al.'s centred bits); it noises the plain count, so this is stricter.
     """
-    z_sum = update_multiplier * clip_noised / clip_used
+    z_sum = update_multiplier * clip_noised / clip_used * replied_share
     return (z_sum ** -2 + clipped_count_stddev ** -2) ** -0.5
 
 
@@ -212,16 +215,16 @@ class ClientLevelDP(Strategy):
         released_before = self.accountant.num_releases if self.accountant else 0
         arrays, metrics = self.strategy.aggregate_train(server_round, replies)
         multiplier = None
+        ok = sum(not reply.has_error() for reply in replies)
         if arrays is not None and self.adaptive:
             multiplier = adaptive_round_multiplier(
                 self.strategy.noise_multiplier, self.strategy.clipped_count_stddev,
-                self._clip_used, float(self.strategy.clipping_norm),
+                self._clip_used, float(self.strategy.clipping_norm), ok / self.sampled,
             )
             self.accountant.compose(self._event(multiplier))
         released = arrays is not None and (
             self.accountant is None or self.accountant.num_releases > released_before
         )
-        ok = sum(not reply.has_error() for reply in replies)
         self._rows[server_round] = self._row(
             server_round, "released" if released else "no-release", multiplier, ok
         )

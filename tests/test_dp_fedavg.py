@@ -155,6 +155,10 @@ def test_adaptive_round_multiplier_formula():
     assert adaptive_round_multiplier(3.0, 4.0, 1.0, 0.5) == pytest.approx(
         (1.5 ** -2 + 4.0 ** -2) ** -0.5
     )
+    # Noise sized for 5 sampled clients, average over the 4 that replied.
+    assert adaptive_round_multiplier(3.0, 4.0, 1.0, 1.0, 0.8) == pytest.approx(
+        (2.4 ** -2 + 4.0 ** -2) ** -0.5
+    )
 
 
 def test_adaptive_clipping_accounts_each_round_as_released():
