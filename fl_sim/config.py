@@ -152,6 +152,15 @@ OPTIONS: tuple[Option, ...] = (
         "max-epsilon", "--max-epsilon",
         "client-level budget: stop before a round that would exceed it (0: none)", _at_least(0),
     ),
+    Option("secagg", "--secagg", "secure aggregation (Flower's SecAgg+): the server sees only the sum"),
+    Option(
+        "secagg-shares", "--secagg-shares",
+        "SecAgg+ key shares per client (0: all clients of the round)", _at_least(0),
+    ),
+    Option(
+        "secagg-threshold", "--secagg-threshold",
+        "SecAgg+ shares needed to rebuild a key (0: shares // 2 + 1)", _at_least(0),
+    ),
 )
 
 _BY_KEY = {option.key: option for option in OPTIONS}
@@ -219,6 +228,9 @@ class RunConfig:
     clipped_count_stddev: float
     delta: float
     max_epsilon: float
+    secagg: bool
+    secagg_shares: int
+    secagg_threshold: int
 
     @classmethod
     def from_mapping(cls, overrides: Mapping[str, Any] | None = None) -> RunConfig:
@@ -289,6 +301,8 @@ def check_privacy_combinations(values: Mapping[str, Any]) -> None:
             "clients-per-round", f"must be <= --clients ({clients}), got {per_round}"
         )
     dp = values["strategy"] == "dp-fedavg"
+    if values["secagg"]:
+        _check_secagg(values, dp)
     noise = values["server-noise-multiplier"]
     if values["max-epsilon"] > 0 and not dp:
         raise ConfigError("max-epsilon", "a client-level budget needs --strategy dp-fedavg")
@@ -313,3 +327,32 @@ def check_privacy_combinations(values: Mapping[str, Any]) -> None:
                 f"adaptive clipping needs it < 2 x clipped-count noise std ({2 * stddev:g} with "
                 f"{sampled} sampled clients); lower it or raise --clipped-count-stddev",
             )
+
+
+def _check_secagg(values: Mapping[str, Any], dp: bool) -> None:
+    """SecAgg+ needs >= 3 clients a round, 3 <= shares <= clients, 2 <= threshold < shares."""
+    from strategies.sampling import train_sample_size
+    from strategies.secagg import secagg_params
+
+    sampled = train_sample_size(values)
+    if sampled < 3:
+        raise ConfigError(
+            "clients-per-round", f"--secagg needs at least 3 clients per round (got {sampled})"
+        )
+    shares = values["secagg-shares"]
+    if shares and not 3 <= shares <= sampled:
+        raise ConfigError(
+            "secagg-shares", f"must be 0 or in 3..{sampled} (clients per round), got {shares}"
+        )
+    shares, threshold = secagg_params(values)
+    if not 2 <= threshold < shares:
+        raise ConfigError(
+            "secagg-threshold",
+            f"must be 0 or in 2..{shares - 1} (below --secagg-shares {shares}), got {threshold}",
+        )
+    if dp and (values["dp-clipping"], values["dp-clip"]) != ("client", "fixed"):
+        raise ConfigError(
+            "secagg",
+            "with dp-fedavg needs --dp-clipping client --dp-clip fixed (the server never sees "
+            "single updates to clip, and adaptive clipping's per-client bits would travel in clear)",
+        )

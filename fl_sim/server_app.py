@@ -125,7 +125,7 @@ def main(grid: Grid, context: Context) -> None:
     started = time.perf_counter()
     status = "failed"
     try:
-        result = strategy.start(
+        strategy.start(
             grid=grid,
             initial_arrays=last["arrays"],
             num_rounds=cfg.num_server_rounds,
@@ -133,7 +133,8 @@ def main(grid: Grid, context: Context) -> None:
             evaluate_config=ConfigRecord(),
             evaluate_fn=evaluate_fn,
         )
-        writer.write_json("summary.json", task.summary(result.arrays))
+        # The last global model (result.arrays stays empty if no round ever aggregated).
+        writer.write_json("summary.json", task.summary(last["arrays"]))
         status = "finished"
     except PrivacyBudgetExhausted as stop:  # model.pt is already the last allowed round's
         print(f"stopped: {stop}", flush=True)
