@@ -37,6 +37,9 @@ from flwr.supercore import log
 from strategies.sampling import train_sample_size
 
 
+UNIFORM_SECAGG_WEIGHT = 1000
+"""SecAggPlusWorkflow's default ``max_weight``: weight of each client in a uniform mean."""
+
 ARRAY_KEYS = "fl-sim-array-keys"
 """Config entry carrying the model's array names, which legacy ``Parameters`` drop."""
 
@@ -186,11 +189,13 @@ class SecAggPlus(Strategy):
 def legacy_train_reply(reply: Message, uniform: bool) -> None:
     """Rewrite a ClientApp train reply into the legacy ``fitres`` records SecAgg+ reads.
 
-    ``uniform``: weight 1 in the secure sum (DP-FedAvg's uniform mean), else the
-    client's ``num-examples``. The MetricRecord travels in the clear, as in Flower.
+    ``uniform``: every client weighs ``max_weight`` in the secure sum (DP-FedAvg's
+    uniform mean; the mod scales a model by weight / max_weight before its fixed-point
+    rounding, so the full weight keeps the most precision), else its ``num-examples``.
+    The MetricRecord travels in the clear, as in Flower.
     """
     metrics = dict(reply.content["metrics"])
-    weight = 1 if uniform else int(metrics.get("num-examples", 1))
+    weight = UNIFORM_SECAGG_WEIGHT if uniform else int(metrics.get("num-examples", 1))
     fitres = FitRes(Status(Code.OK, ""), compat.arrayrecord_to_parameters(
         reply.content["arrays"], keep_input=True), weight, metrics)
     reply.content = compat.fitres_to_recorddict(fitres, keep_input=True)
