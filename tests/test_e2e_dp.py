@@ -67,3 +67,26 @@ def test_exactly_clients_per_round_trained(run_dir):
     train = clients[clients["phase"] == "train"]
     assert train.groupby("round").size().to_dict() == {1: 3, 2: 3}
     assert (train["status"] == "ok").all()
+
+
+@pytest.fixture(scope="module")
+def secagg_dir(ray_address, tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    done = run_cli("run", "--task", "regression", "--clients", "4", "--rounds", "2",
+                   "--fraction-evaluate", "0.5", "--strategy", "dp-fedavg",
+                   "--dp-clipping", "client", "--clipping-norm", "0.5", "--secagg",
+                   "--secagg-shares", "3", "--secagg-threshold", "2",
+                   "--out", str(out), "--run-name", "dpsa", "--ray-address", ray_address)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out / "dpsa"
+
+
+def test_secagg_with_client_clipping_runs_and_accounts(secagg_dir):
+    privacy = pd.read_csv(secagg_dir / "privacy.csv")
+    assert list(privacy["status"]) == ["released", "released"]
+    assert privacy["epsilon"].iloc[1] == pytest.approx(direct_epsilon(2))
+    clients = pd.read_csv(secagg_dir / "clients.csv")
+    train = clients[clients["phase"] == "train"]
+    assert train.groupby("round").size().to_dict() == {1: 4, 2: 4}  # metrics travel in clear
+    rounds = pd.read_csv(secagg_dir / "rounds.csv")
+    assert rounds["server_loss"].iloc[2] < rounds["server_loss"].iloc[0]

@@ -129,6 +129,11 @@ def test_privacy_mod_adds_uniform_weight_only_under_dp_fedavg():
         ({"dp-clip": "auto"}, "dp-clip", "allowed: fixed, adaptive"),
         ({"clipping-norm": 0.0}, "clipping-norm", "> 0"),
         ({"target-quantile": 1.5}, "target-quantile", "[0, 1]"),
+        ({"secagg": True, "clients": 5, "secagg-shares": 4, "secagg-threshold": 5},
+         "secagg-threshold", "below --secagg-shares 4"),
+        ({"secagg": True, "clients": 5, "secagg-shares": 6}, "secagg-shares", "3..5"),
+        ({"secagg": True, "clients": 2}, "clients-per-round", "at least 3 clients"),
+        ({"secagg": True, "strategy": "dp-fedavg"}, "secagg", "--dp-clipping client"),
     ],
 )
 def test_invalid_combinations_name_the_flag(overrides, key, words):
@@ -142,6 +147,8 @@ def test_invalid_combinations_name_the_flag(overrides, key, words):
     (["--clients", "20", "--clients-per-round", "21"], "--clients-per-round"),
     (["--strategy", "dp-fedavg", "--dp-clip", "adaptive", "--server-noise-multiplier", "0"],
      "--server-noise-multiplier"),
+    (["--secagg", "--clients", "5", "--secagg-shares", "3", "--secagg-threshold", "4"],
+     "--secagg-threshold"),
 ])
 def test_cli_exits_2_with_one_line_before_ray(args, flag, tmp_path):
     done = run_cli("run", "--out", str(tmp_path), *args, timeout=120)
