@@ -20,7 +20,7 @@ from fl_sim.recorder import NUM_EXAMPLES, PARTITION_ID, SECONDS
 from tasks import registry as task_registry
 from tasks.base import Partition, Task
 
-app = ClientApp(mods=[privacy_mod])  # a no-op unless --strategy dp-fedavg
+app = ClientApp(mods=[privacy_mod])  # a no-op unless --strategy dp-fedavg or --secagg
 
 
 @lru_cache(maxsize=4)
