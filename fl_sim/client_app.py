@@ -14,12 +14,13 @@ from functools import lru_cache
 from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from fl_sim.client_mods import privacy_mod
 from fl_sim.config import RunConfig
 from fl_sim.recorder import NUM_EXAMPLES, PARTITION_ID, SECONDS
 from tasks import registry as task_registry
 from tasks.base import Partition, Task
 
-app = ClientApp()
+app = ClientApp(mods=[privacy_mod])  # a no-op unless --strategy dp-fedavg or --secagg
 
 
 @lru_cache(maxsize=4)
@@ -65,9 +66,12 @@ def train(msg: Message, context: Context) -> Message:
     """Train the task locally from the received global arrays."""
     started = time.perf_counter()
     partition = partition_of(context)
-    server_round = int(msg.content["config"]["server-round"])
+    config = msg.content["config"]
+    server_round = int(config["server-round"])
+    # Only FedProx sends proximal-mu; tasks without the argument run every other strategy.
+    extra = {"proximal_mu": float(config["proximal-mu"])} if "proximal-mu" in config else {}
     result = task_for(context).train(
-        msg.content["arrays"], partition, context.state, server_round
+        msg.content["arrays"], partition, context.state, server_round, **extra
     )
     return _reply(
         msg, {"arrays": result.arrays}, partition, result.metrics, result.num_examples, started

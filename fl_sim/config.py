@@ -57,6 +57,14 @@ def _fraction(v: Any) -> str | None:
     return None if 0 < v <= 1 else f"must be in (0, 1] (got {v})"
 
 
+def _in_unit_interval(v: Any) -> str | None:
+    return None if 0 <= v <= 1 else f"must be in [0, 1] (got {v})"
+
+
+def _open_unit_interval(v: Any) -> str | None:
+    return None if 0 < v < 1 else f"must be in (0, 1) (got {v})"
+
+
 def _one_of(names: Callable[[], list[str]]) -> Callable[[Any], str | None]:
     def check(v: Any) -> str | None:
         allowed = names()
@@ -103,6 +111,58 @@ OPTIONS: tuple[Option, ...] = (
     Option("ray-address", "--ray-address", "join this Ray cluster (host:port) instead of starting one"),
     # --- reporting ---
     Option("quiet", "--quiet", "no progress display or summary table; print only the report path"),
+    # --- strategies, DP-FedAvg and client-level accounting (issue 4) ---
+    Option(
+        "clients-per-round", "--clients-per-round",
+        "clients sampled to train each round (0: use --fraction-train)", _at_least(0),
+    ),
+    Option("proximal-mu", "--proximal-mu", "FedProx proximal term weight mu", _at_least(0)),
+    Option("server-lr", "--server-lr", "FedAdam server learning rate (eta)", _positive),
+    Option("adam-beta1", "--adam-beta1", "FedAdam first-moment decay", _in_unit_interval),
+    Option("adam-beta2", "--adam-beta2", "FedAdam second-moment decay", _in_unit_interval),
+    Option("adam-tau", "--adam-tau", "FedAdam adaptivity (epsilon in the denominator)", _positive),
+    Option(
+        "dp-clipping", "--dp-clipping", "dp-fedavg: where updates are clipped",
+        _one_of(lambda: ["server", "client"]),
+    ),
+    Option(
+        "dp-clip", "--dp-clip", "dp-fedavg: clipping norm fixed or adapted each round",
+        _one_of(lambda: ["fixed", "adaptive"]),
+    ),
+    Option("clipping-norm", "--clipping-norm", "dp-fedavg fixed clipping norm", _positive),
+    Option(
+        "server-noise-multiplier", "--server-noise-multiplier",
+        "dp-fedavg noise multiplier z (server noise std = z * clip / sampled clients)",
+        _at_least(0),
+    ),
+    Option(
+        "initial-clipping-norm", "--initial-clipping-norm",
+        "dp-fedavg adaptive: clipping norm of round 1", _positive,
+    ),
+    Option(
+        "target-quantile", "--target-quantile",
+        "dp-fedavg adaptive: Flower's target_clipped_quantile", _in_unit_interval,
+    ),
+    Option("clip-lr", "--clip-lr", "dp-fedavg adaptive: clipping-norm learning rate", _positive),
+    Option(
+        "clipped-count-stddev", "--clipped-count-stddev",
+        "dp-fedavg adaptive: noise std of the clipped count (0: Flower's sampled/20)",
+        _at_least(0),
+    ),
+    Option("delta", "--delta", "delta at which epsilon is reported", _open_unit_interval),
+    Option(
+        "max-epsilon", "--max-epsilon",
+        "client-level budget: stop before a round that would exceed it (0: none)", _at_least(0),
+    ),
+    Option("secagg", "--secagg", "secure aggregation (Flower's SecAgg+): the server sees only the sum"),
+    Option(
+        "secagg-shares", "--secagg-shares",
+        "SecAgg+ key shares per client (0: all clients of the round)", _at_least(0),
+    ),
+    Option(
+        "secagg-threshold", "--secagg-threshold",
+        "SecAgg+ shares needed to rebuild a key (0: shares // 2 + 1)", _at_least(0),
+    ),
 )
 
 _BY_KEY = {option.key: option for option in OPTIONS}
@@ -155,6 +215,26 @@ class RunConfig:
     ray_address: str
     # --- reporting ---
     quiet: bool
+    # --- strategies, DP-FedAvg and client-level accounting (issue 4) ---
+    clients_per_round: int
+    proximal_mu: float
+    server_lr: float
+    adam_beta1: float
+    adam_beta2: float
+    adam_tau: float
+    dp_clipping: str
+    dp_clip: str
+    clipping_norm: float
+    server_noise_multiplier: float
+    initial_clipping_norm: float
+    target_quantile: float
+    clip_lr: float
+    clipped_count_stddev: float
+    delta: float
+    max_epsilon: float
+    secagg: bool
+    secagg_shares: int
+    secagg_threshold: int
 
     @classmethod
     def from_mapping(cls, overrides: Mapping[str, Any] | None = None) -> RunConfig:
@@ -183,6 +263,7 @@ class RunConfig:
             problem = option.check(values[option.key])
             if problem:
                 raise ConfigError(option.key, problem)
+        check_privacy_combinations(values)
         names = {f.name for f in fields(cls)}
         return cls(**{_attr(k): v for k, v in values.items() if _attr(k) in names})
 
@@ -205,3 +286,77 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
         return kind(value)
     except (TypeError, ValueError):
         raise ConfigError(key, f"expected {kind.__name__}, got {value!r}") from None
+
+
+# --- strategies, DP-FedAvg and client-level accounting (issue 4) ---
+def check_privacy_combinations(values: Mapping[str, Any]) -> None:
+    """Refuse setting combinations that Flower would reject mid-run or that cannot be accounted.
+
+    Raises
+    ------
+    ConfigError
+        Naming the flag to change and what is allowed.
+    """
+    from strategies.sampling import train_sample_size
+
+    clients, per_round = values["clients"], values["clients-per-round"]
+    if per_round > clients:
+        raise ConfigError(
+            "clients-per-round", f"must be <= --clients ({clients}), got {per_round}"
+        )
+    dp = values["strategy"] == "dp-fedavg"
+    if values["secagg"]:
+        _check_secagg(values, dp)
+    noise = values["server-noise-multiplier"]
+    if values["max-epsilon"] > 0 and not dp:
+        raise ConfigError("max-epsilon", "a client-level budget needs --strategy dp-fedavg")
+    if not dp:
+        return
+    if values["max-epsilon"] > 0 and noise == 0:
+        raise ConfigError(
+            "max-epsilon", "needs --server-noise-multiplier > 0 (without noise epsilon is infinite)"
+        )
+    if values["dp-clip"] == "adaptive":
+        if noise == 0:
+            raise ConfigError(
+                "server-noise-multiplier",
+                "adaptive clipping needs a noise multiplier > 0 (got 0); use --dp-clip fixed "
+                "to clip without noise",
+            )
+        sampled = train_sample_size(values)
+        stddev = values["clipped-count-stddev"] or sampled / 20
+        if noise >= 2 * stddev:
+            raise ConfigError(
+                "server-noise-multiplier",
+                f"adaptive clipping needs it < 2 x clipped-count noise std ({2 * stddev:g} with "
+                f"{sampled} sampled clients); lower it or raise --clipped-count-stddev",
+            )
+
+
+def _check_secagg(values: Mapping[str, Any], dp: bool) -> None:
+    """SecAgg+ needs >= 3 clients a round, 3 <= shares <= clients, 2 <= threshold < shares."""
+    from strategies.sampling import train_sample_size
+    from strategies.secagg import secagg_params
+
+    sampled = train_sample_size(values)
+    if sampled < 3:
+        raise ConfigError(
+            "clients-per-round", f"--secagg needs at least 3 clients per round (got {sampled})"
+        )
+    shares = values["secagg-shares"]
+    if shares and not 3 <= shares <= sampled:
+        raise ConfigError(
+            "secagg-shares", f"must be 0 or in 3..{sampled} (clients per round), got {shares}"
+        )
+    shares, threshold = secagg_params(values)
+    if not 2 <= threshold < shares:
+        raise ConfigError(
+            "secagg-threshold",
+            f"must be 0 or in 2..{shares - 1} (below --secagg-shares {shares}), got {threshold}",
+        )
+    if dp and (values["dp-clipping"], values["dp-clip"]) != ("client", "fixed"):
+        raise ConfigError(
+            "secagg",
+            "with dp-fedavg needs --dp-clipping client --dp-clip fixed (the server never sees "
+            "single updates to clip, and adaptive clipping's per-client bits would travel in clear)",
+        )

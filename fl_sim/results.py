@@ -25,6 +25,12 @@ ROUND_TRAILING = (
     "epsilon_max", "seconds", "status",
 )
 
+# --- client-level privacy (issue 4) ---
+PRIVACY_COLUMNS = (
+    "run_id", "round", "epsilon", "delta", "noise_multiplier", "clipping_norm",
+    "sampled_clients", "population", "accountant", "status", "sample_epsilon_max",
+)
+
 
 def client_columns(task_metrics: Sequence[str]) -> list[str]:
     """Columns of clients.csv for a task reporting ``task_metrics``."""
@@ -114,6 +120,13 @@ class ResultsWriter:
             self.run_dir / "rounds.csv", round_columns(task_metrics, server_metrics)
         )
         self._config: dict[str, Any] = {}
+        self.privacy: CsvLog | None = None
+
+    def open_privacy(self) -> CsvLog:
+        """Create privacy.csv (client-level DP runs only): one row per round."""
+        if self.privacy is None:
+            self.privacy = CsvLog(self.run_dir / "privacy.csv", PRIVACY_COLUMNS)
+        return self.privacy
 
     def write_config(self, config: Mapping[str, Any]) -> None:
         """Replace config.json with ``config``."""
@@ -143,3 +156,5 @@ class ResultsWriter:
         """Close the CSV files."""
         self.clients.close()
         self.rounds.close()
+        if self.privacy is not None:
+            self.privacy.close()

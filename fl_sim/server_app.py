@@ -15,8 +15,10 @@ from pathlib import Path
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.exception import PrivacyBudgetExhausted
 
 from fl_sim.config import RunConfig
+from fl_sim.privacy import PrivacyLog
 from fl_sim.progress import RoundProgress, choose_mode
 from fl_sim.recorder import RunRecorder
 from fl_sim.results import ResultsWriter
@@ -88,27 +90,41 @@ def main(grid: Grid, context: Context) -> None:
     )
     progress = RoundProgress(cfg.num_server_rounds, choose_mode(cfg.quiet))
     recorder = RunRecorder(writer, run_id, on_round=progress.on_round)
-    strategy = RecordingStrategy(strategy_registry.build(settings), recorder)
+    inner = strategy_registry.build(settings)
+    privacy = PrivacyLog.attach(writer, run_id, inner)  # None unless client-level DP
+    strategy = RecordingStrategy(inner, recorder)
+    last = {"round": 0, "arrays": task.initial_arrays()}
 
     def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         metrics = task.central_evaluate(server_round, arrays)
         writer.save_state_dict(arrays.to_torch_state_dict())
-        recorder.end_round(server_round, metrics)
+        row = recorder.end_round(server_round, metrics)
+        if privacy:
+            privacy.end_round(server_round, row)
+        last.update(round=server_round, arrays=arrays)
         return MetricRecord({k: float(v) for k, v in metrics.items()})
 
     started = time.perf_counter()
     status = "failed"
     try:
         progress.start()
-        result = strategy.start(
+        strategy.start(
             grid=grid,
-            initial_arrays=task.initial_arrays(),
+            initial_arrays=last["arrays"],
             num_rounds=cfg.num_server_rounds,
             train_config=ConfigRecord(),
             evaluate_config=ConfigRecord(),
             evaluate_fn=evaluate_fn,
         )
-        writer.write_json("summary.json", task.summary(result.arrays))
+        # The last global model (result.arrays stays empty if no round ever aggregated).
+        writer.write_json("summary.json", task.summary(last["arrays"]))
+        status = "finished"
+    except PrivacyBudgetExhausted as stop:  # model.pt is already the last allowed round's
+        print(f"stopped: {stop}", flush=True)
+        recorder.end_round(last["round"] + 1, None, status="budget-exhausted")
+        if privacy:
+            privacy.budget_stop(str(stop))
+        writer.write_json("summary.json", task.summary(last["arrays"]))
         status = "finished"
     except BaseException:
         status = "interrupted" if _interrupted() else "failed"

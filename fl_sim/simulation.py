@@ -54,8 +54,9 @@ def run(cfg: RunConfig, verbose: bool = False) -> None:
         backend_name="ray",
         backend_config=backend_config(cfg),
         app_dir=str(PROJECT_ROOT),
-        # is_app=True is what makes the simulated nodes' contexts read app_dir's
-        # pyproject fused with run.override_config; with False they get an empty config.
+        # Without is_app, Flower gives every ClientApp an empty context.run_config (it
+        # fuses app_dir's pyproject with the overrides only for apps loaded from a dir),
+        # and clients would silently train with pyproject defaults instead of the flags.
         is_app=True,
         run=run_record,
         server_app_context=Context(

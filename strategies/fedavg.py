@@ -8,6 +8,7 @@ from typing import Any
 from flwr.serverapp.strategy import FedAvg
 
 from strategies.registry import register
+from strategies.sampling import train_sampling_kwargs
 
 
 def fedavg_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -15,11 +16,12 @@ def fedavg_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
 
     ``min_available_nodes`` is the whole population (``clients``) so that a deployment
     waits for every SuperNode before round 1; at least one reply makes a round.
+    ``clients-per-round`` > 0 samples exactly that many clients to train each round
+    (:mod:`strategies.sampling`); evaluation keeps ``fraction-evaluate``.
     """
     return {
-        "fraction_train": float(config["fraction-train"]),
+        **train_sampling_kwargs(config),
         "fraction_evaluate": float(config["fraction-evaluate"]),
-        "min_train_nodes": 1,
         "min_evaluate_nodes": 1,
         "min_available_nodes": int(config["clients"]),
     }

@@ -68,6 +68,9 @@ class RecordingStrategy(Strategy):
         """Aggregate with the wrapped strategy, then report the replies."""
         replies = list(replies)
         arrays, metrics = self.strategy.aggregate_train(server_round, replies)
+        # A strategy that exchanges messages itself (SecAgg+) says what it received.
+        gathered = getattr(self.strategy, "received_replies", {})
+        replies = gathered.pop(server_round, replies) if isinstance(gathered, dict) else replies
         self.observer.on_replies(server_round, "train", replies, metrics)
         return arrays, metrics
 

@@ -22,5 +22,7 @@ get = STRATEGIES.get
 
 
 def build(config: Mapping[str, Any]) -> Strategy:
-    """Build the strategy named by ``config["strategy"]`` from the run config."""
-    return get(str(config["strategy"]))(config)
+    """Build the strategy named by ``config["strategy"]`` (inside SecAgg+ if ``secagg``)."""
+    from strategies.secagg import wrap_if_asked
+
+    return wrap_if_asked(get(str(config["strategy"]))(config), config)

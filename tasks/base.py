@@ -88,9 +88,15 @@ class Task(Protocol):
         """Return the global model before round 1 (seeded, identical everywhere)."""
 
     def train(
-        self, arrays: ArrayRecord, partition: Partition, state: RecordDict, server_round: int
+        self, arrays: ArrayRecord, partition: Partition, state: RecordDict, server_round: int,
+        proximal_mu: float = 0.0,
     ) -> TrainResult:
-        """Train locally from ``arrays``; ``state`` persists per client across rounds."""
+        """Train locally from ``arrays``; ``state`` persists per client across rounds.
+
+        ``proximal_mu`` is passed only under FedProx (``--strategy fedprox``): add
+        ``tasks.proximal.ProximalAnchor(model, proximal_mu).term(model)`` to the local
+        loss. A task without the argument still runs every other strategy.
+        """
 
     def evaluate(self, arrays: ArrayRecord, partition: Partition) -> EvalResult:
         """Evaluate the global model on the client's held-out data."""

@@ -17,6 +17,7 @@ from flwr.app import ArrayRecord, RecordDict
 from torch import nn
 
 from tasks.base import EvalResult, Partition, TrainResult
+from tasks.proximal import ProximalAnchor
 from tasks.registry import register
 
 SLOPE = 2.0
@@ -84,10 +85,12 @@ class RegressionTask:
         return ArrayRecord(make_model(self.seed).state_dict())
 
     def train(
-        self, arrays: ArrayRecord, partition: Partition, state: RecordDict, server_round: int
+        self, arrays: ArrayRecord, partition: Partition, state: RecordDict, server_round: int,
+        proximal_mu: float = 0.0,
     ) -> TrainResult:
-        """Local minibatch SGD on the client's own samples."""
+        """Local minibatch SGD on the client's own samples (plus FedProx's term if mu > 0)."""
         model = self._model(arrays)
+        anchor = ProximalAnchor(model, proximal_mu)
         x, y, _, _ = client_data(partition, self.seed)
         optimizer = torch.optim.SGD(model.parameters(), lr=self.lr)
         generator = torch.Generator().manual_seed(self.seed * 1000 + server_round)
@@ -97,7 +100,7 @@ class RegressionTask:
             for start in range(0, len(x), self.batch_size):
                 batch = order[start : start + self.batch_size]
                 optimizer.zero_grad()
-                loss_fn(model(x[batch]), y[batch]).backward()
+                (loss_fn(model(x[batch]), y[batch]) + anchor.term(model)).backward()
                 optimizer.step()
         with torch.no_grad():
             loss = float(loss_fn(model(x), y))

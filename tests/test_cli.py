@@ -32,7 +32,7 @@ def test_run_sh_help_is_the_run_help():
     ("args", "fragment"),
     [
         (["--task", "nope"], "--task: unknown value 'nope'; allowed: "),
-        (["--strategy", "nope"], "--strategy: unknown value 'nope'; allowed: fedavg"),
+        (["--strategy", "nope"], "--strategy: unknown value 'nope'; allowed: dp-fedavg, fedadam, fedavg, fedprox"),
         (["--clients", "0"], "--clients: must be >= 1 (got 0)"),
         (["--rounds", "-2"], "--rounds: must be >= 1 (got -2)"),
         (["--fraction-train", "0"], "--fraction-train: must be in (0, 1] (got 0.0)"),

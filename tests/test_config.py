@@ -39,7 +39,7 @@ def test_round_trip_through_run_config():
     ("overrides", "flag", "fragment"),
     [
         ({"task": "nope"}, "--task", "allowed: "),
-        ({"strategy": "fedsgd"}, "--strategy", "allowed: fedavg"),
+        ({"strategy": "fedsgd"}, "--strategy", "fedavg, fedprox"),
         ({"clients": 0}, "--clients", "must be >= 1"),
         ({"num-server-rounds": -1}, "--rounds", "must be >= 1"),
         ({"fraction-train": 1.5}, "--fraction-train", "(0, 1]"),
