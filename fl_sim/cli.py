@@ -13,11 +13,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fl_sim.config import OPTIONS, TASK_DEFAULTED, ConfigError, RunConfig, defaults
+from fl_sim.config import (
+    OPTIONS, TASK_DEFAULTED, ConfigError, RunConfig, defaults, flag_of,
+)
 from tasks import registry as task_registry
 
 EXIT_BAD_INPUT = 2
 HIDDEN_KEYS = ("run-dir",)  # set by the CLI itself
+# Settings a resumed run may change: where and how fast it runs, never what it computes.
+RESUME_MAY_CHANGE = ("ray-address", "client-cpus", "client-gpus", "round-timeout", "resume")
 
 
 def _dest(key: str) -> str:
@@ -114,6 +118,43 @@ def claim_run_dir(cfg: RunConfig) -> RunConfig:
     return replace(cfg, run_dir=str(run_dir))
 
 
+def resume_config(overrides: dict[str, Any]) -> RunConfig:
+    """The stored settings of the run in ``--resume RUN_DIR``, ready to continue it.
+
+    Raises
+    ------
+    ConfigError
+        If RUN_DIR holds no run with a checkpoint, the run already finished, or a flag
+        other than ``RESUME_MAY_CHANGE`` is given (a resumed run computes the same thing).
+    """
+    from fl_sim.checkpoint import CHECKPOINT, load
+
+    run_dir = Path(overrides["resume"])
+    config_path, checkpoint_path = run_dir / "config.json", run_dir / CHECKPOINT
+    if not config_path.exists():
+        raise ConfigError("resume", f"{run_dir} is not a run folder (no config.json)")
+    if not checkpoint_path.exists():
+        raise ConfigError(
+            "resume", f"{run_dir} has no {CHECKPOINT}; only runs with --checkpoint-every resume"
+        )
+    changed = sorted(set(overrides) - set(RESUME_MAY_CHANGE))
+    if changed:
+        raise ConfigError(
+            "resume", f"cannot change {', '.join(map(flag_of, changed))} of a resumed run; "
+            f"allowed: {', '.join(flag_of(k) for k in RESUME_MAY_CHANGE if k != 'resume')}"
+        )
+    settings = json.loads(config_path.read_text())["settings"]
+    settings = {k: v for k, v in settings.items() if k in defaults()}
+    settings.update(overrides, **{"resume": str(run_dir), "run-dir": str(run_dir)})
+    cfg = RunConfig.from_mapping(settings)
+    done = load(run_dir).server_round
+    if done >= cfg.num_server_rounds:
+        raise ConfigError(
+            "resume", f"{run_dir} already finished its {cfg.num_server_rounds} rounds"
+        )
+    return cfg
+
+
 def fail(message: str) -> int:
     """Print one error line and return the bad-input exit code."""
     print(f"fl_sim: error: {message}", file=sys.stderr)
@@ -123,7 +164,11 @@ def fail(message: str) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """Validate, claim the run folder, simulate, print the summary."""
     try:
-        cfg = claim_run_dir(RunConfig.from_mapping(overrides_from(args)))
+        overrides = overrides_from(args)
+        if overrides.get("resume"):
+            cfg = resume_config(overrides)
+        else:
+            cfg = claim_run_dir(RunConfig.from_mapping(overrides))
     except ConfigError as error:
         return fail(str(error))
     from fl_sim import simulation

@@ -15,11 +15,12 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fl_sim.config import RunConfig
+from fl_sim.faults import fault_mod
 from fl_sim.recorder import NUM_EXAMPLES, PARTITION_ID, SECONDS
 from tasks import registry as task_registry
 from tasks.base import Partition, Task
 
-app = ClientApp()
+app = ClientApp(mods=[fault_mod])  # --fail-rate/--straggler-*: fl_sim/faults.py
 
 
 @lru_cache(maxsize=4)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import random
 import time
 from collections.abc import Mapping
 from datetime import datetime, timezone
@@ -17,11 +18,14 @@ from typing import Any
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp.strategy import Strategy
 
+from fl_sim import checkpoint
 from fl_sim.config import RunConfig
 from fl_sim.recorder import RunRecorder
 from fl_sim.results import ResultsWriter
 from strategies import registry as strategy_registry
+from strategies.quorum import Quorum
 from strategies.recording import RecordingStrategy
 from tasks import registry as task_registry
 
@@ -90,28 +94,52 @@ def main(grid: Grid, context: Context) -> None:
     run_dir = resolve_run_dir(cfg)
     settings = {**cfg.to_run_config(), "run-dir": str(run_dir)}
     task = task_registry.get(cfg.task)(settings)
+    resumed = checkpoint.load(run_dir) if cfg.resume else None
+    if resumed:  # before the CSVs are opened for appending
+        for name in ("clients.csv", "rounds.csv"):
+            checkpoint.truncate_csv(run_dir / name, resumed.server_round)
     writer = ResultsWriter(run_dir, task.client_metrics, task.server_metrics)
     run_id = run_dir.name
-    writer.write_config(
-        {
-            "run_id": run_id,
-            "settings": settings,
-            "versions": versions(),
-            "started_at": now(),
-            "finished_at": None,
-            "status": "running",
-        }
-    )
+    if resumed:
+        writer.resume_config(resumed_at=now(), resumed_from_round=resumed.server_round)
+    else:
+        writer.write_config(
+            {
+                "run_id": run_id,
+                "settings": settings,
+                "versions": versions(),
+                "started_at": now(),
+                "finished_at": None,
+                "status": "running",
+            }
+        )
     recorder = RunRecorder(
         writer, run_id, on_round=lambda row: print(progress_line(row, cfg.num_server_rounds),
-                                                   flush=True)
+                                                   flush=True),
+        min_replies=cfg.min_replies,
     )
-    strategy = RecordingStrategy(strategy_registry.build(settings), recorder)
+    base = strategy_registry.build(settings)
+    strategy: Strategy = RecordingStrategy(Quorum(base, cfg.min_replies), recorder)
+    checkpointer = checkpoint.Checkpointer(
+        run_dir, cfg.checkpoint_every, cfg.num_server_rounds, {"recorder": recorder}
+    )
+    if hasattr(base, "state_dict") and hasattr(base, "load_state_dict"):
+        checkpointer.register("strategy", base)
+    random.seed(cfg.seed)  # Flower's strategies sample nodes with `random`
+    initial_arrays, offset = task.initial_arrays(), 0
+    if resumed:
+        checkpointer.restore(resumed)
+        initial_arrays, offset = resumed.array_record(), resumed.server_round
+        strategy = checkpoint.RoundOffset(strategy, offset)
 
-    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        server_round += offset
+        if resumed and server_round == offset:
+            return None  # the checkpointed round's row is already written
         metrics = task.central_evaluate(server_round, arrays)
         writer.save_state_dict(arrays.to_torch_state_dict())
         recorder.end_round(server_round, metrics)
+        checkpointer.after_round(server_round, arrays)
         return MetricRecord({k: float(v) for k, v in metrics.items()})
 
     started = time.perf_counter()
@@ -119,13 +147,16 @@ def main(grid: Grid, context: Context) -> None:
     try:
         result = strategy.start(
             grid=grid,
-            initial_arrays=task.initial_arrays(),
-            num_rounds=cfg.num_server_rounds,
+            initial_arrays=initial_arrays,
+            num_rounds=cfg.num_server_rounds - offset,
+            timeout=cfg.round_timeout,
             train_config=ConfigRecord(),
             evaluate_config=ConfigRecord(),
             evaluate_fn=evaluate_fn,
         )
-        writer.write_json("summary.json", task.summary(result.arrays))
+        # Empty when no round of this process aggregated (all skipped, or nothing left).
+        final = result.arrays if len(result.arrays) else initial_arrays
+        writer.write_json("summary.json", task.summary(final))
         status = "finished"
     except BaseException:
         status = "interrupted" if _interrupted() else "failed"
