@@ -63,10 +63,6 @@ def run(cfg: RunConfig, verbose: bool = False) -> None:
             run_config=overrides,
         ),
         verbose_logging=verbose,
-        # Without is_app the simulated SuperNodes get an empty context.run_config (flwr
-        # 1.42 fuses pyproject + overrides for them only when is_app is set), and every
-        # client would silently train with the pyproject defaults.
-        is_app=True,
     )
 
 
