@@ -74,6 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_run_flags(run)
     run.set_defaults(handler=cmd_run)
+    deploy = commands.add_parser(
+        "deploy", help="run on Flower's Deployment Engine (SuperLink + SuperNodes on loopback)",
+        description="Start a SuperLink and --clients SuperNodes on 127.0.0.1 (insecure, local "
+        "use), `flwr run` the app, wait, stop them all; writes results/<run-id>/.",
+    )
+    add_run_flags(deploy)
+    deploy.add_argument("--deploy-timeout", type=float, default=3600.0,
+                        help="seconds to wait for the run to finish (default: 3600)")
+    deploy.set_defaults(handler=cmd_deploy)
     return parser
 
 
@@ -184,6 +193,40 @@ def cmd_run(args: argparse.Namespace) -> int:
     except Exception as error:  # the ServerApp has recorded what it could
         _mark(Path(cfg.run_dir), "failed")
         print(f"fl_sim: run failed: {error}", file=sys.stderr)
+        return 1
+    print_summary(Path(cfg.run_dir))
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    """Like ``run``, on local Deployment Engine processes (``fl_sim.deploy``)."""
+    try:
+        overrides = overrides_from(args)
+        if overrides.get("resume") or overrides.get("ray-address"):
+            raise ConfigError(
+                "resume" if overrides.get("resume") else "ray-address",
+                "is for `run` (Ray simulation) only, not for `deploy`",
+            )
+        cfg = claim_run_dir(RunConfig.from_mapping(overrides))
+    except ConfigError as error:
+        return fail(str(error))
+    from fl_sim import deploy
+    from fl_sim.summary import print_summary
+
+    try:
+        status = deploy.run(cfg, timeout=args.deploy_timeout)
+    except KeyboardInterrupt:
+        _mark(Path(cfg.run_dir), "interrupted")
+        print(f"interrupted; every process stopped; finished rounds are in {cfg.run_dir}",
+              file=sys.stderr)
+        return 130
+    except deploy.DeployError as error:
+        _mark(Path(cfg.run_dir), "failed")
+        print(f"fl_sim: deployment failed: {error}", file=sys.stderr)
+        return 1
+    if status != "finished:completed":
+        _mark(Path(cfg.run_dir), "failed")
+        print(f"fl_sim: run ended {status}; see {cfg.run_dir}/deploy/", file=sys.stderr)
         return 1
     print_summary(Path(cfg.run_dir))
     return 0
