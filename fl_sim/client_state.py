@@ -12,8 +12,9 @@ When checkpoints are on (``--checkpoint-every`` > 0):
    ``checkpoint.pt``;
 3. after a resume, before a node trains for the first time, the wrapper asks it for its
    partition (one ``query`` message, only to sampled nodes whose partition it does not know
-   yet) and attaches that partition's saved records to its train message; the glue puts
-   them back into ``context.state`` when the client has none (:func:`restore_state`).
+   yet) and attaches that partition's saved records to its train messages until one
+   succeeds; the glue puts them back into ``context.state`` when the client has none
+   (:func:`restore_state`).
 
 Memory on the server is one small record set per partition that ever trained; nothing is
 sent when checkpoints are off.
@@ -107,7 +108,6 @@ class ClientStates(Strategy):
                     message_type=message.metadata.message_type,
                     dst_node_id=message.metadata.dst_node_id,
                 )
-                self._restore.discard(partition)
             out.append(message)
         return out
 
@@ -133,6 +133,9 @@ class ClientStates(Strategy):
             names = [k for k in reply.content.keys() if k.startswith(PREFIX)]
             partition = int(reply.content["metrics"][self.partition_key])
             self._partition_of[reply.metadata.src_node_id] = partition
+            # Sent until a successful reply shows the client has it (a client that
+            # fails its first round after the resume gets it again next time).
+            self._restore.discard(partition)
             if names:
                 self.states[partition] = {k[len(PREFIX):]: reply.content[k] for k in names}
                 for name in names:

@@ -21,8 +21,9 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import Strategy
 
 from fl_sim import checkpoint
+from fl_sim.client_state import ClientStates
 from fl_sim.config import RunConfig
-from fl_sim.recorder import RunRecorder
+from fl_sim.recorder import PARTITION_ID, RunRecorder
 from fl_sim.results import ResultsWriter
 from strategies import registry as strategy_registry
 from strategies.quorum import Quorum
@@ -119,10 +120,14 @@ def main(grid: Grid, context: Context) -> None:
         min_replies=cfg.min_replies,
     )
     base = strategy_registry.build(settings)
-    strategy: Strategy = RecordingStrategy(Quorum(base, cfg.min_replies), recorder)
+    inner: Strategy = Quorum(base, cfg.min_replies)
     checkpointer = checkpoint.Checkpointer(
         run_dir, cfg.checkpoint_every, cfg.num_server_rounds, {"recorder": recorder}
     )
+    if cfg.checkpoint_every:  # clients' context.state travels with the checkpoint
+        inner = ClientStates(inner, PARTITION_ID)
+        checkpointer.register("client-states", inner)
+    strategy: Strategy = RecordingStrategy(inner, recorder)
     if hasattr(base, "state_dict") and hasattr(base, "load_state_dict"):
         checkpointer.register("strategy", base)
     random.seed(cfg.seed)  # Flower's strategies sample nodes with `random`

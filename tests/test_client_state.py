@@ -94,7 +94,11 @@ def test_states_are_collected_stripped_checkpointed_and_sent_back_once(tmp_path)
     assert sent[1].content[f"{PREFIX}accountant"]["steps"] == 20
     client = RecordDict()
     assert restore_state(sent[1].content, client) == 1 and client["accountant"]["steps"] == 20
-    # Delivered once: the next round carries no state and asks nobody.
+    # Until the client replies successfully the state is sent again (it may have failed
+    # before restoring it); nobody is asked twice for a partition.
     again = list(after.configure_train(3, ArrayRecord(), ConfigRecord(), grid))
     assert grid.queried == [103, 102]
-    assert all(not any(k.startswith(PREFIX) for k in m.content.keys()) for m in again)
+    assert again[1].content[f"{PREFIX}accountant"]["steps"] == 20
+    after.aggregate_train(3, [_reply(again[1], 2, client)])
+    last = list(after.configure_train(4, ArrayRecord(), ConfigRecord(), grid))
+    assert all(not any(k.startswith(PREFIX) for k in m.content.keys()) for m in last)

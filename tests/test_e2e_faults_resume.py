@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -104,6 +105,18 @@ def test_resumed_run_matches_uninterrupted(uninterrupted, resumed):
     assert "round 3/4" in stdout and "round 1/4" not in stdout
     # Stragglers: every client waited 0.5 s per phase, so each round took at least 1 s.
     assert (res_r["seconds"].iloc[1:] >= 1.0).all()
+
+
+def _rounds_trained(run_dir) -> dict[int, int]:
+    states = pickle.loads(checkpoint.load(run_dir).states["client-states"]["states"])
+    return {p: int(s["fl-sim.client"]["rounds-trained"]) for p, s in states.items()}
+
+
+def test_client_state_continues_across_the_resume(uninterrupted, resumed):
+    # Partition 0 trains in all 4 rounds, 1 and 2 fail in rounds 1 and 3. Had the
+    # resumed clients restarted from an empty state, they would count 2, 1, 1.
+    assert _rounds_trained(uninterrupted) == {0: 4, 1: 2, 2: 2}
+    assert _rounds_trained(resumed[0]) == {0: 4, 1: 2, 2: 2}
 
 
 def test_clients_per_round_samples_exactly(ray_address, out):
