@@ -92,7 +92,7 @@ def progress_line(row: Mapping[str, Any], total_rounds: int) -> str:
 def main(grid: Grid, context: Context) -> None:
     """Run ``num-server-rounds`` rounds of the configured strategy and record them."""
     cfg = RunConfig.from_mapping(dict(context.run_config))
-    run_dir = resolve_run_dir(cfg)
+    run_dir = Path(cfg.resume) if cfg.resume else resolve_run_dir(cfg)
     settings = {**cfg.to_run_config(), "run-dir": str(run_dir)}
     task = task_registry.get(cfg.task)(settings)
     resumed = checkpoint.load(run_dir) if cfg.resume else None
