@@ -9,7 +9,8 @@ all the ClientApp needs to pick its data.
 
 ``flwr`` keeps its connections in ``$FLWR_HOME/config.toml`` (``~/.flwr`` by default);
 this launcher points ``FLWR_HOME`` at a temporary folder so the user's own configuration
-is never read or changed. Logs of every process go to ``<run-dir>/deploy/``.
+is never read or changed, and submits a copy of the app's sources, because ``flwr run``
+rewrites the pyproject.toml it is given. Logs of every process go to ``<run-dir>/deploy/``.
 
 Flower 1.42 facts this relies on (checked against the installed package): the SuperLink
 serves its Fleet, Control and Runtime APIs over HTTP on one ``--host``/``--port``; both
@@ -92,6 +93,27 @@ def write_flwr_config(flwr_home: Path, port: int) -> Path:
     return path
 
 
+APP_PARTS = ("pyproject.toml", "README.md", "fl_sim", "strategies", "tasks")
+
+
+def stage_app(target: Path) -> Path:
+    """Copy the app's sources to ``target`` and return it.
+
+    ``flwr run`` (1.42) rewrites the app's pyproject.toml, commenting out
+    ``[tool.flwr.federations]`` as a "migration"; running it on a copy keeps the user's
+    project untouched. The copy is also exactly what the FAB contains.
+    """
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    target.mkdir(parents=True, exist_ok=True)
+    for part in APP_PARTS:
+        source = PROJECT_ROOT / part
+        if source.is_dir():
+            shutil.copytree(source, target / part, ignore=ignore, dirs_exist_ok=True)
+        elif source.exists():
+            shutil.copy2(source, target / part)
+    return target
+
+
 @dataclass
 class Deployment:
     """The processes of one local deployment; a context manager that stops them all.
@@ -164,9 +186,10 @@ class Deployment:
         return done
 
     def submit(self, run_config: dict[str, Any]) -> int:
-        """``flwr run`` the project with ``run_config``; return the run id."""
+        """``flwr run`` a staged copy of the app with ``run_config``; return the run id."""
         path = write_run_config(self.flwr_home / "run_config.toml", run_config)
-        done = self.flwr("run", str(PROJECT_ROOT), CONNECTION, "--run-config", str(path),
+        app = stage_app(self.flwr_home / "app")
+        done = self.flwr("run", str(app), CONNECTION, "--run-config", str(path),
                          "--format", "json")
         try:
             reply = json.loads(done.stdout[done.stdout.index("{"):])

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -31,6 +31,7 @@ def _processes_mentioning(text: str) -> list[int]:
 
 
 def test_deploy_three_supernodes_two_rounds(tmp_path):
+    pyproject = (REPO / "pyproject.toml").read_bytes()
     done = run_cli("deploy", "--task", "regression", "--clients", "3", "--rounds", "2",
                    "--out", str(tmp_path), "--run-name", "deployed", timeout=900)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
@@ -52,6 +53,8 @@ def test_deploy_three_supernodes_two_rounds(tmp_path):
         "superlink.log", "supernode-0.log", "supernode-2.log", "flwr.log"}
     port = re.search(r"SuperLink 127\.0\.0\.1:(\d+)", done.stdout).group(1)
     assert _processes_mentioning(f"127.0.0.1:{port}") == []
+    # flwr run "migrates" the pyproject.toml it runs; ours must stay as it was.
+    assert (REPO / "pyproject.toml").read_bytes() == pyproject
 
 
 def test_deploy_refuses_ray_flags(tmp_path):
