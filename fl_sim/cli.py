@@ -13,11 +13,15 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fl_sim.config import OPTIONS, TASK_DEFAULTED, ConfigError, RunConfig, defaults
+from fl_sim.config import (
+    OPTIONS, TASK_DEFAULTED, ConfigError, RunConfig, defaults, flag_of,
+)
 from tasks import registry as task_registry
 
 EXIT_BAD_INPUT = 2
 HIDDEN_KEYS = ("run-dir",)  # set by the CLI itself
+# Settings a resumed run may change: where and how fast it runs, never what it computes.
+RESUME_MAY_CHANGE = ("ray-address", "client-cpus", "client-gpus", "round-timeout", "resume")
 
 
 def _dest(key: str) -> str:
@@ -93,6 +97,15 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--out", default=None,
                          help="output folder (default: <common parent of the runs>/compare)")
     compare.set_defaults(handler=cmd_compare)
+    deploy = commands.add_parser(
+        "deploy", help="run on Flower's Deployment Engine (SuperLink + SuperNodes on loopback)",
+        description="Start a SuperLink and --clients SuperNodes on 127.0.0.1 (insecure, local "
+        "use), `flwr run` the app, wait, stop them all; writes results/<run-id>/.",
+    )
+    add_run_flags(deploy)
+    deploy.add_argument("--deploy-timeout", type=float, default=3600.0,
+                        help="seconds to wait for the run to finish (default: 3600)")
+    deploy.set_defaults(handler=cmd_deploy)
     return parser
 
 
@@ -137,6 +150,43 @@ def claim_run_dir(cfg: RunConfig) -> RunConfig:
     return replace(cfg, run_dir=str(run_dir))
 
 
+def resume_config(overrides: dict[str, Any]) -> RunConfig:
+    """The stored settings of the run in ``--resume RUN_DIR``, ready to continue it.
+
+    Raises
+    ------
+    ConfigError
+        If RUN_DIR holds no run with a checkpoint, the run already finished, or a flag
+        other than ``RESUME_MAY_CHANGE`` is given (a resumed run computes the same thing).
+    """
+    from fl_sim.checkpoint import CHECKPOINT, load
+
+    run_dir = Path(overrides["resume"])
+    config_path, checkpoint_path = run_dir / "config.json", run_dir / CHECKPOINT
+    if not config_path.exists():
+        raise ConfigError("resume", f"{run_dir} is not a run folder (no config.json)")
+    if not checkpoint_path.exists():
+        raise ConfigError(
+            "resume", f"{run_dir} has no {CHECKPOINT}; only runs with --checkpoint-every resume"
+        )
+    changed = sorted(set(overrides) - set(RESUME_MAY_CHANGE))
+    if changed:
+        raise ConfigError(
+            "resume", f"cannot change {', '.join(map(flag_of, changed))} of a resumed run; "
+            f"allowed: {', '.join(flag_of(k) for k in RESUME_MAY_CHANGE if k != 'resume')}"
+        )
+    settings = json.loads(config_path.read_text())["settings"]
+    settings = {k: v for k, v in settings.items() if k in defaults()}
+    settings.update(overrides, **{"resume": str(run_dir), "run-dir": str(run_dir)})
+    cfg = RunConfig.from_mapping(settings)
+    done = load(run_dir).server_round
+    if done >= cfg.num_server_rounds:
+        raise ConfigError(
+            "resume", f"{run_dir} already finished its {cfg.num_server_rounds} rounds"
+        )
+    return cfg
+
+
 def fail(message: str) -> int:
     """Print one error line and return the bad-input exit code."""
     print(f"fl_sim: error: {message}", file=sys.stderr)
@@ -150,7 +200,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         return run_sweep(args)
     try:
-        cfg = claim_run_dir(RunConfig.from_mapping(overrides_from(args)))
+        overrides = overrides_from(args)
+        if overrides.get("resume"):
+            cfg = resume_config(overrides)
+        else:
+            cfg = claim_run_dir(RunConfig.from_mapping(overrides))
     except ConfigError as error:
         return fail(str(error))
     _quiet_libraries(args.verbose)
@@ -223,6 +277,40 @@ def cmd_compare(args: argparse.Namespace) -> int:
     except CompareError as error:
         return fail(str(error))
     print(f"comparison: {index}")
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    """Like ``run``, on local Deployment Engine processes (``fl_sim.deploy``)."""
+    try:
+        overrides = overrides_from(args)
+        if overrides.get("resume") or overrides.get("ray-address"):
+            raise ConfigError(
+                "resume" if overrides.get("resume") else "ray-address",
+                "is for `run` (Ray simulation) only, not for `deploy`",
+            )
+        cfg = claim_run_dir(RunConfig.from_mapping(overrides))
+    except ConfigError as error:
+        return fail(str(error))
+    from fl_sim import deploy
+    from fl_sim.summary import print_summary
+
+    try:
+        status = deploy.run(cfg, timeout=args.deploy_timeout)
+    except KeyboardInterrupt:
+        _mark(Path(cfg.run_dir), "interrupted")
+        print(f"interrupted; every process stopped; finished rounds are in {cfg.run_dir}",
+              file=sys.stderr)
+        return 130
+    except deploy.DeployError as error:
+        _mark(Path(cfg.run_dir), "failed")
+        print(f"fl_sim: deployment failed: {error}", file=sys.stderr)
+        return 1
+    if status != "finished:completed":
+        _mark(Path(cfg.run_dir), "failed")
+        print(f"fl_sim: run ended {status}; see {cfg.run_dir}/deploy/", file=sys.stderr)
+        return 1
+    print_summary(Path(cfg.run_dir))
     return 0
 
 

@@ -11,16 +11,20 @@ from __future__ import annotations
 import time
 from functools import lru_cache
 
-from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from fl_sim.client_mods import privacy_mod
+from fl_sim.client_state import export_state, restore_state
 from fl_sim.config import RunConfig
+from fl_sim.faults import fault_mod
 from fl_sim.recorder import NUM_EXAMPLES, PARTITION_ID, SECONDS
 from tasks import registry as task_registry
 from tasks.base import Partition, Task
 
-app = ClientApp(mods=[privacy_mod])  # a no-op unless --strategy dp-fedavg or --secagg
+# Outermost first: injected faults (fl_sim/faults.py) fire before any DP/SecAgg+ work;
+# privacy_mod is a no-op unless --strategy dp-fedavg or --secagg.
+app = ClientApp(mods=[fault_mod, privacy_mod])
 
 
 @lru_cache(maxsize=4)
@@ -48,6 +52,22 @@ def partition_of(context: Context) -> Partition:
         ) from None
 
 
+GLUE_STATE = "fl-sim.client"
+
+
+def count_round(state: RecordDict) -> int:
+    """Count this client's successful training rounds in its own state record.
+
+    The count travels in checkpoints like any other client state, so after a resume it
+    goes on from where it was: a witness that client state survives, and how many rounds
+    a client contributed (what its privacy cost depends on).
+    """
+    record = state.get(GLUE_STATE) or ConfigRecord({"rounds-trained": 0})
+    record["rounds-trained"] = int(record["rounds-trained"]) + 1
+    state[GLUE_STATE] = record
+    return int(record["rounds-trained"])
+
+
 def _reply(msg: Message, content: dict, partition: Partition, metrics: dict,
            num_examples: int, started: float) -> Message:
     record = MetricRecord(
@@ -70,12 +90,17 @@ def train(msg: Message, context: Context) -> Message:
     server_round = int(config["server-round"])
     # Only FedProx sends proximal-mu; tasks without the argument run every other strategy.
     extra = {"proximal_mu": float(config["proximal-mu"])} if "proximal-mu" in config else {}
+    resumable = int(context.run_config.get("checkpoint-every", 0)) > 0
+    if resumable:  # state saved before a resume comes back once (fl_sim/client_state.py)
+        restore_state(msg.content, context.state)
     result = task_for(context).train(
         msg.content["arrays"], partition, context.state, server_round, **extra
     )
-    return _reply(
-        msg, {"arrays": result.arrays}, partition, result.metrics, result.num_examples, started
-    )
+    content = {"arrays": result.arrays}
+    if resumable:
+        count_round(context.state)
+        content.update(export_state(context.state))
+    return _reply(msg, content, partition, result.metrics, result.num_examples, started)
 
 
 @app.evaluate()
@@ -86,3 +111,12 @@ def evaluate(msg: Message, context: Context) -> Message:
     arrays: ArrayRecord = msg.content["arrays"]
     result = task_for(context).evaluate(arrays, partition)
     return _reply(msg, {}, partition, result.metrics, result.num_examples, started)
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    """Name this node's partition (a resumed server asks before sending saved state)."""
+    partition = partition_of(context)
+    return Message(
+        RecordDict({"metrics": MetricRecord({PARTITION_ID: partition.index})}), reply_to=msg
+    )

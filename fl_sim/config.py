@@ -79,6 +79,10 @@ def _folder_name(v: Any) -> str | None:
     return f"must be a plain folder name (letters, digits, '.', '_', '-'), got {v!r}"
 
 
+def _probability(v: Any) -> str | None:
+    return None if 0 <= v <= 1 else f"must be in [0, 1] (got {v})"
+
+
 def _task_default_or(check: Callable[[Any], str | None]) -> Callable[[Any], str | None]:
     return lambda v: None if v == 0 else check(v)
 
@@ -114,7 +118,7 @@ OPTIONS: tuple[Option, ...] = (
     # --- strategies, DP-FedAvg and client-level accounting (issue 4) ---
     Option(
         "clients-per-round", "--clients-per-round",
-        "clients sampled to train each round (0: use --fraction-train)", _at_least(0),
+        "clients sampled per round, train and evaluate (0: use --fraction-*)", _at_least(0),
     ),
     Option("proximal-mu", "--proximal-mu", "FedProx proximal term weight mu", _at_least(0)),
     Option("server-lr", "--server-lr", "FedAdam server learning rate (eta)", _positive),
@@ -163,6 +167,23 @@ OPTIONS: tuple[Option, ...] = (
         "secagg-threshold", "--secagg-threshold",
         "SecAgg+ shares needed to rebuild a key (0: shares // 2 + 1)", _at_least(0),
     ),
+    # --- scale, faults, checkpoint/resume (issue 7) ---
+    Option("fail-rate", "--fail-rate", "probability a sampled client raises in a round (seeded)", _probability),
+    Option("straggler-rate", "--straggler-rate", "probability a sampled client replies late (seeded)", _probability),
+    Option("straggler-seconds", "--straggler-seconds", "delay of a straggler's reply, seconds", _at_least(0)),
+    Option(
+        "round-timeout", "--round-timeout",
+        "seconds the server waits for a phase's replies; later ones count as failed", _positive,
+    ),
+    Option(
+        "min-replies", "--min-replies",
+        "fewest successful train replies that make a round; fewer: round skipped", _at_least(1),
+    ),
+    Option(
+        "checkpoint-every", "--checkpoint-every",
+        "write a resumable checkpoint every K rounds (0: never)", _at_least(0),
+    ),
+    Option("resume", "--resume", "continue the killed run in this folder to its planned rounds"),
 )
 
 _BY_KEY = {option.key: option for option in OPTIONS}
@@ -235,6 +256,14 @@ class RunConfig:
     secagg: bool
     secagg_shares: int
     secagg_threshold: int
+    # --- scale, faults, checkpoint/resume (issue 7) ---
+    fail_rate: float
+    straggler_rate: float
+    straggler_seconds: float
+    round_timeout: float
+    min_replies: int
+    checkpoint_every: int
+    resume: str
 
     @classmethod
     def from_mapping(cls, overrides: Mapping[str, Any] | None = None) -> RunConfig:
@@ -264,12 +293,22 @@ class RunConfig:
             if problem:
                 raise ConfigError(option.key, problem)
         check_privacy_combinations(values)
+        _check_scale(values)
         names = {f.name for f in fields(cls)}
         return cls(**{_attr(k): v for k, v in values.items() if _attr(k) in names})
 
     def to_run_config(self) -> dict[str, Any]:
         """Return the kebab-case mapping the apps read from ``context.run_config``."""
         return {key: getattr(self, _attr(key)) for key in defaults()}
+
+
+def _check_scale(values: Mapping[str, Any]) -> None:
+    """Checks of the issue-7 keys that involve two settings."""
+    per_round = values["clients-per-round"]  # <= clients: check_privacy_combinations
+    if per_round and values["min-replies"] > per_round:
+        raise ConfigError(
+            "min-replies", f"must be <= --clients-per-round ({per_round}), got {values['min-replies']}"
+        )
 
 
 def _coerce(key: str, value: Any, kind: type) -> Any:

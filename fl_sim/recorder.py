@@ -14,6 +14,7 @@ from typing import Any
 
 from flwr.app import Message, MetricRecord
 
+from fl_sim.faults import faulted_partition
 from fl_sim.results import ResultsWriter
 
 LOG = logging.getLogger(__name__)
@@ -35,6 +36,8 @@ class RunRecorder:
         Written in every row, so CSVs of several runs can be concatenated.
     on_round : callable, optional
         Called with each finished round row (progress display).
+    min_replies : int
+        A round with fewer successful training replies is recorded as ``skipped``.
     """
 
     def __init__(
@@ -42,10 +45,12 @@ class RunRecorder:
         writer: ResultsWriter,
         run_id: str,
         on_round: Callable[[dict[str, Any]], None] | None = None,
+        min_replies: int = 1,
     ) -> None:
         self.writer = writer
         self.run_id = run_id
         self.on_round = on_round
+        self.min_replies = min_replies
         self._partition_of: dict[int, int] = {}
         self._round: dict[str, Any] = {}
         self._started = time.perf_counter()
@@ -91,6 +96,8 @@ class RunRecorder:
         row = {k: v for k, v in self._round.items() if not k.endswith("_sampled")}
         if server_round == 0:
             row = {}
+        elif status == "ok" and row.get("train_replies", 0) < self.min_replies:
+            status = "skipped"  # too few replies: the global model was kept
         row.update({"run_id": self.run_id, "round": server_round, "status": status})
         for key, value in (server_metrics or {}).items():
             row[f"server_{key}"] = value
@@ -103,6 +110,16 @@ class RunRecorder:
         if self.on_round:
             self.on_round(row)
         return row
+
+    # --- checkpoint (fl_sim.checkpoint.StateProvider) ---------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to continue the rows: epsilons and node partitions."""
+        return {"epsilons": dict(self._epsilons), "partition_of": dict(self._partition_of)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from a checkpoint: ``epsilon_max`` goes on from the saved epsilons."""
+        self._epsilons = dict(state["epsilons"])
+        self._partition_of = dict(state["partition_of"])
 
     # --- rows ----------------------------------------------------------------------
     def _client_row(
@@ -132,12 +149,14 @@ class RunRecorder:
     def _failed_row(
         self, server_round: int, phase: str, node_id: int, reason: str
     ) -> dict[str, Any]:
-        LOG.warning("round %s %s: node %s failed: %s", server_round, phase, node_id, reason)
+        LOG.warning("round %s %s: node %s failed: %s", server_round, phase, node_id,
+                    reason.splitlines()[-1][-300:] if reason else reason)
+        partition = self._partition_of.get(node_id, faulted_partition(reason))
         return {
             "run_id": self.run_id,
             "round": server_round,
             "phase": phase,
-            "partition_id": self._partition_of.get(node_id, ""),
+            "partition_id": "" if partition is None else partition,
             "node_id": node_id,
             "num_examples": 0,
             "status": "failed",

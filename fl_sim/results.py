@@ -133,6 +133,15 @@ class ResultsWriter:
         self._config = dict(config)
         write_json_atomic(self.run_dir / "config.json", self._config)
 
+    def resume_config(self, **changes: Any) -> None:
+        """Continue the config.json of a resumed run: status back to running, ``changes`` added."""
+        import json
+
+        self._config = json.loads((self.run_dir / "config.json").read_text())
+        self._config["resumes"] = [*self._config.get("resumes", []), changes]
+        self._config.update(status="running", finished_at=None)
+        write_json_atomic(self.run_dir / "config.json", self._config)
+
     def update_config(self, **changes: Any) -> None:
         """Merge ``changes`` into config.json (end time, exit status, ...)."""
         self._config.update(changes)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import random
 import time
 from datetime import datetime, timezone
 from importlib import metadata
@@ -16,13 +17,17 @@ from pathlib import Path
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.exception import PrivacyBudgetExhausted
+from flwr.serverapp.strategy import Strategy
 
+from fl_sim import checkpoint
+from fl_sim.client_state import ClientStates
 from fl_sim.config import RunConfig
 from fl_sim.privacy import PrivacyLog
 from fl_sim.progress import RoundProgress, choose_mode
-from fl_sim.recorder import RunRecorder
+from fl_sim.recorder import PARTITION_ID, RunRecorder
 from fl_sim.results import ResultsWriter
 from strategies import registry as strategy_registry
+from strategies.quorum import Quorum
 from strategies.recording import RecordingStrategy
 from tasks import registry as task_registry
 
@@ -73,35 +78,63 @@ def resolve_run_dir(cfg: RunConfig) -> Path:
 def main(grid: Grid, context: Context) -> None:
     """Run ``num-server-rounds`` rounds of the configured strategy and record them."""
     cfg = RunConfig.from_mapping(dict(context.run_config))
-    run_dir = resolve_run_dir(cfg)
+    run_dir = Path(cfg.resume) if cfg.resume else resolve_run_dir(cfg)
     settings = {**cfg.to_run_config(), "run-dir": str(run_dir)}
     task = task_registry.get(cfg.task)(settings)
+    resumed = checkpoint.load(run_dir) if cfg.resume else None
+    if resumed:  # before the CSVs are opened for appending
+        for name in ("clients.csv", "rounds.csv"):
+            checkpoint.truncate_csv(run_dir / name, resumed.server_round)
     writer = ResultsWriter(run_dir, task.client_metrics, task.server_metrics)
     run_id = run_dir.name
-    writer.write_config(
-        {
-            "run_id": run_id,
-            "settings": settings,
-            "versions": versions(),
-            "started_at": now(),
-            "finished_at": None,
-            "status": "running",
-        }
-    )
+    if resumed:
+        writer.resume_config(resumed_at=now(), resumed_from_round=resumed.server_round)
+    else:
+        writer.write_config(
+            {
+                "run_id": run_id,
+                "settings": settings,
+                "versions": versions(),
+                "started_at": now(),
+                "finished_at": None,
+                "status": "running",
+            }
+        )
     progress = RoundProgress(cfg.num_server_rounds, choose_mode(cfg.quiet))
-    recorder = RunRecorder(writer, run_id, on_round=progress.on_round)
-    inner = strategy_registry.build(settings)
-    privacy = PrivacyLog.attach(writer, run_id, inner)  # None unless client-level DP
-    strategy = RecordingStrategy(inner, recorder)
+    recorder = RunRecorder(writer, run_id, on_round=progress.on_round,
+                           min_replies=cfg.min_replies)
+    base = strategy_registry.build(settings)
+    privacy = PrivacyLog.attach(writer, run_id, base)  # None unless client-level DP
+    checkpointer = checkpoint.Checkpointer(
+        run_dir, cfg.checkpoint_every, cfg.num_server_rounds, {"recorder": recorder}
+    )
+    if hasattr(base, "state_dict") and hasattr(base, "load_state_dict"):
+        checkpointer.register("strategy", base)  # e.g. DP-FedAvg's accountant
+    inner: Strategy = Quorum(base, cfg.min_replies)
+    if cfg.checkpoint_every:  # clients' context.state travels with the checkpoint
+        inner = ClientStates(inner, PARTITION_ID)
+        checkpointer.register("client-states", inner)
+    strategy: Strategy = RecordingStrategy(inner, recorder)
+    random.seed(cfg.seed)  # Flower's strategies sample nodes with `random`
+    offset = 0
     last = {"round": 0, "arrays": task.initial_arrays()}
+    if resumed:
+        checkpointer.restore(resumed)
+        offset = resumed.server_round
+        last.update(round=offset, arrays=resumed.array_record())
+        strategy = checkpoint.RoundOffset(strategy, offset)
 
-    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+    def evaluate_fn(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+        server_round += offset
+        if resumed and server_round == offset:
+            return None  # the checkpointed round's row is already written
         metrics = task.central_evaluate(server_round, arrays)
         writer.save_state_dict(arrays.to_torch_state_dict())
         row = recorder.end_round(server_round, metrics)
         if privacy:
             privacy.end_round(server_round, row)
         last.update(round=server_round, arrays=arrays)
+        checkpointer.after_round(server_round, arrays)
         return MetricRecord({k: float(v) for k, v in metrics.items()})
 
     started = time.perf_counter()
@@ -111,26 +144,28 @@ def main(grid: Grid, context: Context) -> None:
         strategy.start(
             grid=grid,
             initial_arrays=last["arrays"],
-            num_rounds=cfg.num_server_rounds,
+            num_rounds=cfg.num_server_rounds - offset,
+            timeout=cfg.round_timeout,
             train_config=ConfigRecord(),
             evaluate_config=ConfigRecord(),
             evaluate_fn=evaluate_fn,
         )
-        # The last global model (result.arrays stays empty if no round ever aggregated).
-        writer.write_json("summary.json", task.summary(last["arrays"]))
         status = "finished"
     except PrivacyBudgetExhausted as stop:  # model.pt is already the last allowed round's
         print(f"stopped: {stop}", flush=True)
         recorder.end_round(last["round"] + 1, None, status="budget-exhausted")
         if privacy:
             privacy.budget_stop(str(stop))
-        writer.write_json("summary.json", task.summary(last["arrays"]))
         status = "finished"
     except BaseException:
         status = "interrupted" if _interrupted() else "failed"
         raise
     finally:
         progress.close()
+        if status == "finished":
+            # The last evaluated global model (Flower's result.arrays stays empty when no
+            # round of this process aggregated: all skipped, budget spent, nothing left).
+            writer.write_json("summary.json", task.summary(last["arrays"]))
         writer.update_config(
             status=status, finished_at=now(), wall_seconds=round(time.perf_counter() - started, 3)
         )

@@ -178,6 +178,24 @@ class ClientLevelDP(Strategy):
             "status": status,
         }
 
+    # --- checkpoint/resume (fl_sim.checkpoint) --------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs: the accountant's ledger and the clipping norm in force.
+
+        Without it a resumed run's client-level epsilon would restart at zero.
+        """
+        return {
+            "accountant": self.accountant.state_dict() if self.accountant else None,
+            "clipping_norm": float(self.strategy.clipping_norm),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore :meth:`state_dict` (adaptive clipping resumes at the norm it reached)."""
+        if self.accountant is not None and state.get("accountant"):
+            self.accountant.load_state_dict(dict(state["accountant"]))
+        self.strategy.clipping_norm = float(state["clipping_norm"])
+        self._clip_used = float(state["clipping_norm"])
+
     # --- Strategy -----------------------------------------------------------------
     def summary(self) -> None:
         """Log the wrapped strategy's summary."""

@@ -16,15 +16,17 @@ def fedavg_kwargs(config: Mapping[str, Any]) -> dict[str, Any]:
 
     ``min_available_nodes`` is the whole population (``clients``) so that a deployment
     waits for every SuperNode before round 1; at least one reply makes a round.
-    ``clients-per-round`` > 0 samples exactly that many clients to train each round
-    (:mod:`strategies.sampling`); evaluation keeps ``fraction-evaluate``.
+    ``clients-per-round`` k > 0 samples exactly k clients in both phases
+    (:mod:`strategies.sampling`), so a round's cost is bounded by k, not the population.
     """
-    return {
-        **train_sampling_kwargs(config),
-        "fraction_evaluate": float(config["fraction-evaluate"]),
-        "min_evaluate_nodes": 1,
-        "min_available_nodes": int(config["clients"]),
-    }
+    clients = int(config["clients"])
+    per_round = int(config.get("clients-per-round", 0) or 0)
+    evaluate = (
+        {"fraction_evaluate": per_round / clients, "min_evaluate_nodes": per_round}
+        if per_round
+        else {"fraction_evaluate": float(config["fraction-evaluate"]), "min_evaluate_nodes": 1}
+    )
+    return {**train_sampling_kwargs(config), **evaluate, "min_available_nodes": clients}
 
 
 @register("fedavg")

@@ -192,3 +192,27 @@ def test_no_noise_means_no_accountant_and_infinite_epsilon():
     run_round(strategy, 1, current, FakeGrid(20), lambda _: UPDATE)
     row = strategy.privacy_row(1)
     assert row["accountant"] == "none" and math.isinf(row["epsilon"])
+
+
+@pytest.mark.parametrize("clip", ["fixed", "adaptive"])
+def test_state_dict_carries_epsilon_and_clip_into_a_resumed_strategy(clip):
+    settings = {"dp-clip": clip, "server-noise-multiplier": 1.0}
+    if clip == "adaptive":
+        settings["clipped-count-stddev"] = 1.0
+    first = dp_strategy(**settings)
+    current = arrays(np.zeros(3))
+    for server_round in (1, 2):
+        run_round(first, server_round, current, FakeGrid(20), lambda _: UPDATE)
+    resumed = dp_strategy(**settings)
+    assert resumed.epsilon() == 0.0
+    resumed.load_state_dict(first.state_dict())
+    assert resumed.epsilon() == pytest.approx(first.epsilon(), rel=1e-12)
+    assert resumed.strategy.clipping_norm == first.strategy.clipping_norm
+    # One more round continues the ledger instead of restarting it. With fixed clipping
+    # the round is charged the same on both; adaptive charges depend on the noisy count.
+    restored = resumed.epsilon()
+    run_round(first, 3, current, FakeGrid(20), lambda _: UPDATE)
+    run_round(resumed, 3, current, FakeGrid(20), lambda _: UPDATE)
+    assert resumed.epsilon() > restored
+    if clip == "fixed":
+        assert resumed.epsilon() == pytest.approx(first.epsilon(), rel=1e-9)

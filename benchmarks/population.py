@@ -1,0 +1,129 @@
+"""Population-scale benchmark: per-round wall time and peak RSS vs population size.
+
+For each population N (10 sampled per round) this runs ``python -m fl_sim run`` in a
+child process and reads:
+
+- per-round wall time: the median ``seconds`` of rounds.csv over rounds 2..R (round 1
+  also pays for Ray actors starting and importing torch, so it is reported apart);
+- peak RSS of the driver process (ServerApp, Flower's simulation engine with its
+  per-node contexts, the recorder): ``ru_maxrss`` of the waited-for child. Ray's worker
+  processes are not its children; their number is set by ``--client-cpus``, not N;
+- the harness overhead ratio: per-round simulation wall time divided by the time the
+  same work (10 clients' ``task.train`` + ``task.evaluate`` and the server's
+  ``central_evaluate``) takes when called directly in this process.
+
+Usage (writes a Markdown table to stdout and JSON next to it with ``--json``)::
+
+    PYTHONPATH=. python benchmarks/population.py --task regression --populations 10 100 1000
+
+Numbers depend on the machine and its load; BENCHMARKS.md says where they came from.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+def simulate(task: str, clients: int, per_round: int, rounds: int, out: Path,
+             extra: list[str]) -> dict:
+    """One CLI run in a child process; its timings and the child's peak RSS."""
+    name = f"{task}-{clients}"
+    started = time.perf_counter()
+    log = out / f"{name}.log"
+    with log.open("w") as handle:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "fl_sim", "run", "--task", task, "--clients", str(clients),
+             "--clients-per-round", str(per_round), "--rounds", str(rounds), "--out", str(out),
+             "--run-name", name, *extra],
+            cwd=REPO, stdout=handle, stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+        )
+        # wait4 returns this child's own rusage: ru_maxrss is its peak RSS in KiB.
+        _, status, usage = os.wait4(child.pid, 0)
+        child.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - started
+    if child.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{log.read_text()[-3000:]}")
+    peak_kib = usage.ru_maxrss
+    rounds_csv = pd.read_csv(out / name / "rounds.csv")
+    seconds = rounds_csv["seconds"].iloc[1:].astype(float).tolist()
+    clients_csv = pd.read_csv(out / name / "clients.csv")
+    sampled = clients_csv[clients_csv["phase"] == "train"].groupby("round").size()
+    return {
+        "task": task, "clients": clients, "per_round": per_round, "rounds": rounds,
+        "first_round_s": seconds[0], "round_s": statistics.median(seconds[1:]),
+        "process_wall_s": wall, "peak_rss_mib": peak_kib / 1024,
+        "sampled_per_round": sorted(set(sampled.tolist())),
+        "distinct_partitions": int(clients_csv["partition_id"].nunique()),
+    }
+
+
+def in_process_round(task_name: str, clients: int, per_round: int, repeats: int = 5) -> float:
+    """Seconds for one round's client and server work called directly (median)."""
+    from fl_sim.config import RunConfig
+    from flwr.app import RecordDict
+    from tasks import registry
+    from tasks.base import Partition
+
+    config = RunConfig.from_mapping({"task": task_name, "clients": clients}).to_run_config()
+    task = registry.get(task_name)(config)
+    arrays = task.initial_arrays()
+    rng = np.random.default_rng(0)
+    times = []
+    for server_round in range(1, repeats + 2):
+        chosen = rng.choice(clients, size=per_round, replace=False)
+        started = time.perf_counter()
+        for index in chosen:
+            partition = Partition(int(index), clients)
+            task.train(arrays, partition, RecordDict(), server_round)
+            task.evaluate(arrays, partition)
+        task.central_evaluate(server_round, arrays)
+        if server_round > 1:  # the first call pays for lazy data loading
+            times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--task", default="regression")
+    parser.add_argument("--populations", type=int, nargs="+", default=[10, 100, 1000])
+    parser.add_argument("--per-round", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("extra", nargs="*", help="more `fl_sim run` flags after --")
+    args = parser.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as out:
+        for clients in sorted(args.populations):
+            row = simulate(args.task, clients, args.per_round, args.rounds, Path(out), args.extra)
+            row["in_process_round_s"] = in_process_round(args.task, clients, args.per_round)
+            row["overhead_ratio"] = row["round_s"] / row["in_process_round_s"]
+            rows.append(row)
+            print(json.dumps(row), file=sys.stderr, flush=True)
+    print("| task | clients | sampled/round | round 1 (s) | later rounds, median (s) | "
+          "peak driver RSS (MiB) | in-process round (s) | overhead ratio |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['task']} | {r['clients']} | {r['per_round']} | {r['first_round_s']:.2f} | "
+              f"{r['round_s']:.2f} | {r['peak_rss_mib']:.0f} | {r['in_process_round_s']:.4f} | "
+              f"{r['overhead_ratio']:.0f} |")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
