@@ -27,7 +27,6 @@ from fl_sim.progress import RoundProgress, choose_mode
 from fl_sim.recorder import PARTITION_ID, RunRecorder
 from fl_sim.results import ResultsWriter
 from strategies import registry as strategy_registry
-from strategies.quorum import Quorum
 from strategies.recording import RecordingStrategy
 from tasks import registry as task_registry
 
@@ -103,14 +102,14 @@ def main(grid: Grid, context: Context) -> None:
     progress = RoundProgress(cfg.num_server_rounds, choose_mode(cfg.quiet))
     recorder = RunRecorder(writer, run_id, on_round=progress.on_round,
                            min_replies=cfg.min_replies)
-    base = strategy_registry.build(settings)
+    base = strategy_registry.build_for_run(settings)
     privacy = PrivacyLog.attach(writer, run_id, base)  # None unless client-level DP
     checkpointer = checkpoint.Checkpointer(
         run_dir, cfg.checkpoint_every, cfg.num_server_rounds, {"recorder": recorder}
     )
     if hasattr(base, "state_dict") and hasattr(base, "load_state_dict"):
         checkpointer.register("strategy", base)  # e.g. DP-FedAvg's accountant
-    inner: Strategy = Quorum(base, cfg.min_replies)
+    inner: Strategy = base
     if cfg.checkpoint_every:  # clients' context.state travels with the checkpoint
         inner = ClientStates(inner, PARTITION_ID)
         checkpointer.register("client-states", inner)

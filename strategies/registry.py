@@ -22,7 +22,19 @@ get = STRATEGIES.get
 
 
 def build(config: Mapping[str, Any]) -> Strategy:
-    """Build the strategy named by ``config["strategy"]`` (inside SecAgg+ if ``secagg``)."""
+    """Build the strategy named by ``config["strategy"]`` from the run config, unwrapped."""
+    return get(str(config["strategy"]))(config)
+
+
+def build_for_run(config: Mapping[str, Any]) -> Strategy:
+    """The strategy a run uses: :func:`build` plus the run's wrappers.
+
+    :class:`strategies.quorum.Quorum` sits directly around the aggregating strategy, so it
+    counts the replies that strategy really aggregates (under SecAgg+ those arrive through
+    the protocol, not the default round loop); SecAgg+ wraps outside when ``secagg``.
+    """
+    from strategies.quorum import Quorum
     from strategies.secagg import wrap_if_asked
 
-    return wrap_if_asked(get(str(config["strategy"]))(config), config)
+    strategy = Quorum(build(config), int(config.get("min-replies", 1)))
+    return wrap_if_asked(strategy, config)

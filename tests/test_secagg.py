@@ -68,7 +68,7 @@ def _identity():
 
 def build(**overrides):
     config = RunConfig.from_mapping({"clients": 4, "secagg": True, **overrides}).to_run_config()
-    return config, registry.build(config)
+    return config, registry.build_for_run(config)
 
 
 def test_secagg_aggregate_equals_plain_fedavg_on_the_same_updates():
