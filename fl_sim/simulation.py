@@ -54,6 +54,9 @@ def run(cfg: RunConfig, verbose: bool = False) -> None:
         backend_name="ray",
         backend_config=backend_config(cfg),
         app_dir=str(PROJECT_ROOT),
+        # is_app=True is what makes the simulated nodes' contexts read app_dir's
+        # pyproject fused with run.override_config; with False they get an empty config.
+        is_app=True,
         run=run_record,
         server_app_context=Context(
             run_id=run_record.run_id, node_id=0, node_config={}, state=RecordDict(),
