@@ -72,7 +72,7 @@ def progress_line(row: Mapping[str, Any], total_rounds: int) -> str:
     """One plain progress line per finished round."""
     parts = [f"round {row['round']}/{total_rounds}"]
     for key in ("train_loss", "evaluate_loss", "evaluate_accuracy", "server_loss",
-                "server_accuracy", "epsilon_max"):
+                "server_accuracy", "server_fid", "server_inception_score", "epsilon_max"):
         value = row.get(key)
         if isinstance(value, (int, float)) and value == value:
             parts.append(f"{key} {value:.4g}")
@@ -100,6 +100,8 @@ def main(grid: Grid, context: Context) -> None:
             "started_at": now(),
             "finished_at": None,
             "status": "running",
+            # Values a task derives from the flags (e.g. the noise --target-epsilon implies).
+            "resolved": dict(getattr(task, "resolved", {})),
         }
     )
     recorder = RunRecorder(
