@@ -83,7 +83,7 @@ def gan_round(
     generator.train()
     discriminator.train()
     sums = {"d_loss": 0.0, "g_loss": 0.0, "d_real_accuracy": 0.0, "d_fake_accuracy": 0.0}
-    real_seen = real_counted = steps = 0
+    real_seen = steps = 0
     ones = torch.ones(fakes)
     for _ in range(epochs):
         for (real,) in loader:
@@ -104,13 +104,12 @@ def gan_round(
                 if b:
                     sums["d_real_accuracy"] += float((logits[:b] > 0).float().sum())
                 sums["d_fake_accuracy"] += float((logits[b:] < 0).float().mean())
-            sums["d_loss"] += float(d_loss)
-            sums["g_loss"] += float(g_loss)
+            sums["d_loss"] += float(d_loss.detach())
+            sums["g_loss"] += float(g_loss.detach())
             real_seen += b
-            real_counted += b
             steps += 1
     result = {k: v / max(steps, 1) for k, v in sums.items() if k != "d_real_accuracy"}
-    result["d_real_accuracy"] = sums["d_real_accuracy"] / max(real_counted, 1)
+    result["d_real_accuracy"] = sums["d_real_accuracy"] / max(real_seen, 1)
     result["images"] = float(real_seen)
     result["steps"] = float(steps)
     return result
@@ -121,7 +120,7 @@ class DCGANTask:
     """DP-DCGAN across clients; see the module docstring for the privacy argument."""
 
     defaults: Mapping[str, float | int] = {
-        "num-server-rounds": 10, "local-epochs": 1, "batch-size": 64, "lr": 2e-4,
+        "num-server-rounds": 10, "local-epochs": 2, "batch-size": 64, "lr": 2e-4,
     }
     client_metrics = ("g_loss", "d_loss", "d_real_accuracy", "d_fake_accuracy")
     server_metrics = ("fid", "inception_score", "reference_accuracy")
@@ -176,12 +175,11 @@ class DCGANTask:
         """
         if not self.dp or self.target_epsilon <= 0:
             return float(self.config["noise-multiplier"])
-        sigmas = []
-        for rate, steps in self._plans():
-            sigmas.append(dp_sgd.noise_for_target(
-                self.target_epsilon, self._dp_settings["delta"], rate, steps,
-                self._dp_settings["accountant"]))
-        return max(sigmas)
+        return max(
+            dp_sgd.noise_for_target(self.target_epsilon, self._dp_settings["delta"], rate,
+                                    steps, self._dp_settings["accountant"])
+            for rate, steps in set(self._plans())
+        )
 
     def _plans(self) -> list[tuple[float, int]]:
         plans = []

@@ -17,7 +17,7 @@ from tasks.dcgan_models import Discriminator, Generator, build_pair
 
 def task(tmp_path=None, **overrides) -> DCGANTask:
     settings = {"task": "dcgan", "clients": 8, "dataset": "digits", "batch-size": 32,
-                "num-server-rounds": 2, **overrides}
+                "num-server-rounds": 2, "local-epochs": 1, **overrides}
     config = RunConfig.from_mapping(settings).to_run_config()
     if tmp_path is not None:
         config["run-dir"] = str(tmp_path)
