@@ -108,7 +108,8 @@ OPTIONS: tuple[Option, ...] = (
            _one_of(lambda: list(DATASETS))),
     Option("data-dir", "--data-dir", "folder of --dataset mnist|fashion-mnist|cifar10|folder"),
     Option("image-size", "--image-size", "side of the square images",
-           _one_of(lambda: list(IMAGE_SIZES))),
+           lambda v: None if v in IMAGE_SIZES
+           else f"must be one of {', '.join(map(str, IMAGE_SIZES))} (got {v})"),
     Option("partition", "--partition", "how training data is split across clients",
            _one_of(lambda: list(PARTITIONS))),
     Option("dirichlet-alpha", "--dirichlet-alpha",
