@@ -220,6 +220,11 @@ class DCGANTask:
         generator, discriminator = self._pair()
         if self.dp:
             dp_sgd.require_dp_compatible(discriminator)
+            if self._dp_settings["grad_sample_mode"] == "ew":
+                # Expanded weights accumulate wrongly when D is called twice per step
+                # (D step, then the G step through D); fail once, on the server.
+                raise ValueError("--grad-sample-mode ew cannot train the DCGAN discriminator "
+                                 "(it is called twice per step); use hooks or functorch")
         return ArrayRecord(joint_state(generator, discriminator))
 
     # --- client ----------------------------------------------------------------------

@@ -114,3 +114,9 @@ def test_central_evaluation_writes_grid_weights_and_partitions(tmp_path):
     state = torch.load(tmp_path / "generator.pt")
     Generator(28, 1, 32).load_state_dict(state)
     Discriminator(28, 1, 32).load_state_dict(torch.load(tmp_path / "discriminator.pt"))
+
+
+def test_expanded_weights_mode_is_refused_up_front():
+    with pytest.raises(ValueError, match="grad-sample-mode ew"):
+        task(**{"grad-sample-mode": "ew"}).initial_arrays()
+    assert task(**{"grad-sample-mode": "ew", "dp": False}).initial_arrays()
