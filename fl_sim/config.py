@@ -17,6 +17,8 @@ from typing import Any
 
 from strategies import registry as strategy_registry
 from tasks import registry as task_registry
+from tasks.data import DATASETS, IMAGE_SIZES, PARTITIONS, DataError, check_source
+from tasks.dp_sgd import ACCOUNTANTS, GRAD_SAMPLE_MODES
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = PROJECT_ROOT / "pyproject.toml"
@@ -153,7 +155,7 @@ OPTIONS: tuple[Option, ...] = (
         "dp-fedavg adaptive: noise std of the clipped count (0: Flower's sampled/20)",
         _at_least(0),
     ),
-    Option("delta", "--delta", "delta at which epsilon is reported", _open_unit_interval),
+    Option("delta", "--delta", "delta at which epsilon is reported (sample- and client-level)", _open_unit_interval),
     Option(
         "max-epsilon", "--max-epsilon",
         "client-level budget: stop before a round that would exceed it (0: none)", _at_least(0),
@@ -184,6 +186,28 @@ OPTIONS: tuple[Option, ...] = (
         "write a resumable checkpoint every K rounds (0: never)", _at_least(0),
     ),
     Option("resume", "--resume", "continue the killed run in this folder to its planned rounds"),
+    # --- image data and sample-level DP-SGD (issue 3: dcgan; reused by image tasks) ---
+    Option("dataset", "--dataset", "image data set (mnist5k and digits ship with the packages)",
+           _one_of(lambda: list(DATASETS))),
+    Option("data-dir", "--data-dir", "folder of --dataset mnist|fashion-mnist|cifar10|folder"),
+    Option("image-size", "--image-size", "side of the square images",
+           lambda v: None if v in IMAGE_SIZES
+           else f"must be one of {', '.join(map(str, IMAGE_SIZES))} (got {v})"),
+    Option("partition", "--partition", "how training data is split across clients",
+           _one_of(lambda: list(PARTITIONS))),
+    Option("dirichlet-alpha", "--dirichlet-alpha",
+           "Dirichlet concentration of --partition dirichlet (small = skewed)", _positive),
+    Option("dp", "--dp", "DP-SGD (Opacus) on the model that reads real data"),
+    Option("noise-multiplier", "--noise-multiplier",
+           "DP-SGD noise std / clipping norm (ignored with --target-epsilon)", _at_least(0)),
+    Option("max-grad-norm", "--max-grad-norm", "DP-SGD per-sample clipping norm", _positive),
+    Option("target-epsilon", "--target-epsilon",
+           "if > 0: noise multiplier chosen so each client's whole run spends at most this",
+           _at_least(0)),
+    Option("accountant", "--accountant", "Opacus privacy accountant",
+           _one_of(lambda: list(ACCOUNTANTS))),
+    Option("grad-sample-mode", "--grad-sample-mode", "how Opacus computes per-sample gradients",
+           _one_of(lambda: list(GRAD_SAMPLE_MODES))),
 )
 
 _BY_KEY = {option.key: option for option in OPTIONS}
@@ -264,6 +288,18 @@ class RunConfig:
     min_replies: int
     checkpoint_every: int
     resume: str
+    # --- image data and sample-level DP-SGD (issue 3) ---
+    dataset: str
+    data_dir: str
+    image_size: int
+    partition: str
+    dirichlet_alpha: float
+    dp: bool
+    noise_multiplier: float
+    max_grad_norm: float
+    target_epsilon: float
+    accountant: str
+    grad_sample_mode: str
 
     @classmethod
     def from_mapping(cls, overrides: Mapping[str, Any] | None = None) -> RunConfig:
@@ -294,6 +330,7 @@ class RunConfig:
                 raise ConfigError(option.key, problem)
         check_privacy_combinations(values)
         _check_scale(values)
+        _check_data_source(values)
         names = {f.name for f in fields(cls)}
         return cls(**{_attr(k): v for k, v in values.items() if _attr(k) in names})
 
@@ -399,3 +436,10 @@ def _check_secagg(values: Mapping[str, Any], dp: bool) -> None:
             "with dp-fedavg needs --dp-clipping client --dp-clip fixed (the server never sees "
             "single updates to clip, and adaptive clipping's per-client bits would travel in clear)",
         )
+# --- image data and sample-level DP-SGD (issue 3) ---
+def _check_data_source(values: Mapping[str, Any]) -> None:
+    """File-based data sets must be readable before Ray starts (names the expected files)."""
+    try:
+        check_source(values["dataset"], values["data-dir"])
+    except DataError as error:
+        raise ConfigError("data-dir", str(error)) from None

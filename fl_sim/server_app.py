@@ -97,6 +97,8 @@ def main(grid: Grid, context: Context) -> None:
                 "started_at": now(),
                 "finished_at": None,
                 "status": "running",
+                # Values a task derives from the flags (e.g. the noise --target-epsilon implies).
+                "resolved": dict(getattr(task, "resolved", {})),
             }
         )
     progress = RoundProgress(cfg.num_server_rounds, choose_mode(cfg.quiet))

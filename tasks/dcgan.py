@@ -1,0 +1,321 @@
+"""Federated DCGAN with sample-level DP-SGD on the discriminator.
+
+Privacy model. Only the discriminator D reads real images, so only D is trained with
+DP-SGD (Opacus: Poisson sampling, per-sample clipping, Gaussian noise). The generator G
+learns from D's answers on generated images: a function of D and of noise, i.e.
+post-processing, which costs no privacy. Each D step feeds one Poisson batch of real
+images *and* a batch of fakes through D together and takes one clipped, noised step;
+a fake row's gradient does not depend on any real example, so adding or removing one
+real image changes the summed clipped gradient by at most C and each step is one
+subsampled-Gaussian step of the accountant (fakes are not charged a second step).
+During the G step D's parameters are frozen and its per-sample hooks are off, so no
+per-sample gradients are left behind on D.
+
+Federation. The global model is one ArrayRecord holding both networks (keys
+``generator.*`` and ``discriminator.*``), averaged by the strategy every round. Each
+client's accountant history lives in its ``context.state`` (see ``tasks.dp_sgd``), so
+the reported epsilon is cumulative over the run.
+
+What is *not* covered by the guarantee: the per-client training diagnostics (losses, D
+accuracy on real images) are computed on private data and sent in clear, as Opacus's
+own examples print them. Client-side evaluation uses generated images only.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from flwr.app import ArrayRecord, RecordDict
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from tasks import data as image_data
+from tasks import dp_sgd, gan_metrics
+from tasks.base import EvalResult, Partition, TrainResult
+from tasks.dcgan_models import Discriminator, Generator, build_pair
+from tasks.images import save_grid
+from tasks.registry import register
+
+WIDTH = 32
+BETA1 = 0.5
+GRID_SIZE = 64
+EVAL_FAKES = 256
+G_PREFIX, D_PREFIX = "generator.", "discriminator."
+
+
+def split_state(state: Mapping[str, torch.Tensor]) -> tuple[dict, dict]:
+    """Split a joint state dict into (generator, discriminator) state dicts."""
+    g = {k[len(G_PREFIX):]: v for k, v in state.items() if k.startswith(G_PREFIX)}
+    d = {k[len(D_PREFIX):]: v for k, v in state.items() if k.startswith(D_PREFIX)}
+    return g, d
+
+
+def joint_state(generator: nn.Module, discriminator: nn.Module) -> dict[str, torch.Tensor]:
+    """One state dict holding both networks, as the strategy averages them."""
+    state = {f"{G_PREFIX}{k}": v.detach().clone() for k, v in generator.state_dict().items()}
+    state.update({f"{D_PREFIX}{k}": v.detach().clone()
+                  for k, v in discriminator.state_dict().items()})
+    return state
+
+
+def gan_round(
+    generator: Generator, discriminator: nn.Module, loader: DataLoader,
+    g_opt: torch.optim.Optimizer, d_opt: torch.optim.Optimizer, epochs: int, fakes: int,
+) -> dict[str, float]:
+    """Local GAN training; ``discriminator`` may be an Opacus-wrapped module.
+
+    Each step: one D step on [real batch; ``fakes`` detached fakes] (one clipped
+    step under DP), then one G step through a frozen D with the non-saturating loss.
+
+    Returns
+    -------
+    dict
+        Mean d_loss, g_loss, d_real_accuracy, d_fake_accuracy over the steps; ``images``
+        (real images seen) and ``steps``.
+    """
+    generator.train()
+    discriminator.train()
+    sums = {"d_loss": 0.0, "g_loss": 0.0, "d_real_accuracy": 0.0, "d_fake_accuracy": 0.0}
+    real_seen = steps = 0
+    ones = torch.ones(fakes)
+    for _ in range(epochs):
+        for (real,) in loader:
+            b = len(real)
+            fake = generator(torch.randn(fakes, generator.latent_dim))
+            d_opt.zero_grad(set_to_none=True)
+            logits = discriminator(torch.cat([real, fake.detach()]))
+            targets = torch.cat([torch.ones(b), torch.zeros(fakes)])
+            d_loss = F.binary_cross_entropy_with_logits(logits, targets)
+            d_loss.backward()
+            d_opt.step()
+            with dp_sgd.frozen(discriminator):
+                g_opt.zero_grad(set_to_none=True)
+                g_loss = F.binary_cross_entropy_with_logits(discriminator(fake), ones)
+                g_loss.backward()
+            g_opt.step()
+            with torch.no_grad():
+                if b:
+                    sums["d_real_accuracy"] += float((logits[:b] > 0).float().sum())
+                sums["d_fake_accuracy"] += float((logits[b:] < 0).float().mean())
+            sums["d_loss"] += float(d_loss.detach())
+            sums["g_loss"] += float(g_loss.detach())
+            real_seen += b
+            steps += 1
+    result = {k: v / max(steps, 1) for k, v in sums.items() if k != "d_real_accuracy"}
+    result["d_real_accuracy"] = sums["d_real_accuracy"] / max(real_seen, 1)
+    result["images"] = float(real_seen)
+    result["steps"] = float(steps)
+    return result
+
+
+@register("dcgan")
+class DCGANTask:
+    """DP-DCGAN across clients; see the module docstring for the privacy argument."""
+
+    defaults: Mapping[str, float | int] = {
+        "num-server-rounds": 10, "local-epochs": 2, "batch-size": 64, "lr": 2e-4,
+    }
+    client_metrics = ("g_loss", "d_loss", "d_real_accuracy", "d_fake_accuracy")
+    server_metrics = ("fid", "inception_score", "reference_accuracy")
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self.config = dict(config)
+        self.seed = int(config["seed"])
+        self.rounds = int(config["num-server-rounds"])
+        self.local_epochs = int(config["local-epochs"])
+        self.batch_size = int(config["batch-size"])
+        self.lr = float(config["lr"])
+        self.clients = int(config["clients"])
+        self.dataset = str(config["dataset"])
+        self.data_dir = str(config["data-dir"])
+        self.image_size = int(config["image-size"])
+        self.partition = str(config["partition"])
+        self.alpha = float(config["dirichlet-alpha"])
+        self.dp = bool(config["dp"])
+        self.target_epsilon = float(config["target-epsilon"])
+        self.run_dir = Path(config["run-dir"]) if config.get("run-dir") else None
+        self._dp_settings = dict(
+            max_grad_norm=float(config["max-grad-norm"]), delta=float(config["delta"]),
+            accountant=str(config["accountant"]),
+            grad_sample_mode=str(config["grad-sample-mode"]),
+        )
+
+    # --- data and plan (lazy: the task is built in every process) -------------------
+    @cached_property
+    def images(self) -> image_data.ImageData:
+        return image_data.load_images(self.dataset, self.data_dir, self.image_size, self.seed)
+
+    def _client_images(self, partition: Partition) -> np.ndarray:
+        x, _ = image_data.client_partition(
+            self.dataset, self.data_dir, self.image_size, self.seed, partition.count,
+            self.partition, self.alpha, partition.index,
+        )
+        return x
+
+    @cached_property
+    def parts(self) -> list[np.ndarray]:
+        return image_data.partition_indices(self.images.train_y, self.clients, self.partition,
+                                            self.alpha, self.seed)
+
+    @cached_property
+    def noise_multiplier(self) -> float:
+        """``--noise-multiplier``, or the one ``--target-epsilon`` implies for the run.
+
+        With a target, every client's planned run (rounds x local epochs x its Poisson
+        steps per epoch, at its own sample rate) gets the smallest sigma that keeps its
+        epsilon at ``--delta`` under the target; the largest of these is used, so no
+        client exceeds the target.
+        """
+        if not self.dp or self.target_epsilon <= 0:
+            return float(self.config["noise-multiplier"])
+        return max(
+            dp_sgd.noise_for_target(self.target_epsilon, self._dp_settings["delta"], rate,
+                                    steps, self._dp_settings["accountant"])
+            for rate, steps in set(self._plans())
+        )
+
+    def _plans(self) -> list[tuple[float, int]]:
+        plans = []
+        for part in self.parts:
+            rate, per_epoch = dp_sgd.poisson_plan(len(part), self.batch_size)
+            plans.append((rate, self.rounds * self.local_epochs * per_epoch))
+        return plans
+
+    @property
+    def resolved(self) -> dict[str, Any]:
+        """Values derived from the flags, for config.json (the noise a target implies)."""
+        if not self.dp:
+            return {"dp": False}
+        sigma = self.noise_multiplier
+        planned = [dp_sgd.epsilon_of([(sigma, rate, steps)], self._dp_settings["delta"],
+                                     self._dp_settings["accountant"])
+                   for rate, steps in self._plans()]
+        return {
+            "noise-multiplier": sigma,
+            "sample-rates": [rate for rate, _ in self._plans()],
+            "planned-steps": [steps for _, steps in self._plans()],
+            "planned-epsilon": planned,
+        }
+
+    # --- models ----------------------------------------------------------------------
+    def _pair(self) -> tuple[Generator, Discriminator]:
+        return build_pair(self.image_size, self.images.channels, WIDTH, self.seed)
+
+    def _load(self, arrays: ArrayRecord) -> tuple[Generator, Discriminator]:
+        generator, discriminator = self._pair()
+        g_state, d_state = split_state(arrays.to_torch_state_dict())
+        generator.load_state_dict(g_state)
+        discriminator.load_state_dict(d_state)
+        return generator, discriminator
+
+    def initial_arrays(self) -> ArrayRecord:
+        """Seeded DCGAN initialisation; D is checked by Opacus's ModuleValidator here."""
+        generator, discriminator = self._pair()
+        if self.dp:
+            dp_sgd.require_dp_compatible(discriminator)
+            if self._dp_settings["grad_sample_mode"] == "ew":
+                # Expanded weights accumulate wrongly when D is called twice per step
+                # (D step, then the G step through D); fail once, on the server.
+                raise ValueError("--grad-sample-mode ew cannot train the DCGAN discriminator "
+                                 "(it is called twice per step); use hooks or functorch")
+        return ArrayRecord(joint_state(generator, discriminator))
+
+    # --- client ----------------------------------------------------------------------
+    def train(
+        self, arrays: ArrayRecord, partition: Partition, state: RecordDict, server_round: int
+    ) -> TrainResult:
+        """``local-epochs`` of GAN training; D privatised when ``--dp``."""
+        generator, discriminator = self._load(arrays)
+        torch.manual_seed(self.seed * 1_000_003 + server_round * 1_009 + partition.index)
+        x = self._client_images(partition)
+        loader = DataLoader(TensorDataset(torch.from_numpy(x)), batch_size=self.batch_size,
+                            shuffle=True)
+        betas = (BETA1, 0.999)
+        g_opt = torch.optim.Adam(generator.parameters(), lr=self.lr, betas=betas)
+        d_opt = torch.optim.Adam(discriminator.parameters(), lr=self.lr, betas=betas)
+        trainer = None
+        d_module: nn.Module = discriminator
+        if self.dp:
+            settings = dp_sgd.DPSettings(noise_multiplier=self.noise_multiplier,
+                                         **self._dp_settings)
+            trainer = dp_sgd.PrivateTrainer(settings, state)
+            d_module, d_opt, loader = trainer.make_private(discriminator, d_opt, loader)
+        stats = gan_round(generator, d_module, loader, g_opt, d_opt, self.local_epochs,
+                          self.batch_size)
+        metrics = {k: stats[k] for k in self.client_metrics}
+        metrics["loss"] = stats["d_loss"]
+        if trainer is not None:
+            metrics["epsilon"] = trainer.save()
+        return TrainResult(ArrayRecord(joint_state(generator, discriminator)), len(x), metrics)
+
+    def evaluate(self, arrays: ArrayRecord, partition: Partition) -> EvalResult:
+        """The global G against the global D on generated images only (no real data)."""
+        generator, discriminator = self._load(arrays)
+        generator.eval()
+        discriminator.eval()
+        torch.manual_seed(self.seed + 7919 * partition.index)
+        with torch.no_grad():
+            logits = discriminator(generator(torch.randn(EVAL_FAKES, generator.latent_dim)))
+            g_loss = F.binary_cross_entropy_with_logits(logits, torch.ones(EVAL_FAKES))
+        return EvalResult(EVAL_FAKES, {"loss": float(g_loss), "g_loss": float(g_loss),
+                                       "d_fake_accuracy": float((logits < 0).float().mean())})
+
+    # --- server ----------------------------------------------------------------------
+    @cached_property
+    def _reference(self) -> gan_metrics.Reference:
+        return gan_metrics.cached_reference(self.run_dir, self.images.test_x,
+                                            self.images.test_y, self.images.num_classes,
+                                            self.seed)
+
+    @cached_property
+    def _real_stats(self) -> tuple[np.ndarray, np.ndarray]:
+        features, _ = self._reference.embed(self.images.test_x)
+        return gan_metrics.statistics(features)
+
+    def generate(self, arrays: ArrayRecord, count: int, seed: int) -> np.ndarray:
+        """``count`` images of the global generator for a fixed noise seed."""
+        generator, _ = self._load(arrays)
+        generator.eval()
+        z = torch.randn(count, generator.latent_dim, generator=torch.Generator().manual_seed(seed))
+        with torch.no_grad():
+            return generator(z).numpy()
+
+    def central_evaluate(self, server_round: int, arrays: ArrayRecord) -> dict[str, float]:
+        """FID / Inception-style score of the global G; sample grid and weights saved."""
+        if server_round == 0:
+            self._write_partitions()
+        fakes = self.generate(arrays, len(self.images.test_x), self.seed + 1)
+        features, probs = self._reference.embed(fakes)
+        fid = gan_metrics.frechet_distance(*gan_metrics.statistics(features), *self._real_stats)
+        if self.run_dir is not None and server_round >= 0:
+            save_grid(self.generate(arrays, GRID_SIZE, self.seed),
+                      self.run_dir / "samples" / f"round_{server_round:03d}.png")
+            g_state, d_state = split_state(arrays.to_torch_state_dict())
+            for name, state in (("generator.pt", g_state), ("discriminator.pt", d_state)):
+                tmp = self.run_dir / f"{name}.tmp"
+                torch.save(state, tmp)
+                tmp.replace(self.run_dir / name)
+        return {"fid": fid, "inception_score": gan_metrics.inception_score(probs),
+                "reference_accuracy": self._reference.accuracy}
+
+    def _write_partitions(self) -> None:
+        if self.run_dir is None:
+            return
+        counts = image_data.class_counts(self.images.train_y, self.parts,
+                                         self.images.num_classes)
+        record = {"method": self.partition, "dirichlet_alpha": self.alpha,
+                  "sizes": [len(p) for p in self.parts], "class_counts": counts,
+                  "held_out_test": len(self.images.test_y)}
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "partitions.json").write_text(json.dumps(record, indent=2) + "\n")
+
+    def summary(self, arrays: ArrayRecord) -> dict[str, float]:
+        """Final FID and Inception-style score of the global generator."""
+        return self.central_evaluate(-1, arrays)
