@@ -34,6 +34,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from strategies.delegating import DelegatingStrategy
+
 CHECKPOINT = "checkpoint.pt"
 FORMAT = 1
 
@@ -203,7 +205,7 @@ def truncate_csv(path: Path, last_round: int) -> int:
     return len(rows) - len(kept)
 
 
-class RoundOffset(Strategy):
+class RoundOffset(DelegatingStrategy):
     """Present ``Strategy.start``'s rounds 1..n to ``strategy`` as ``offset+1..offset+n``.
 
     ``Strategy.start`` always counts from 1; a resumed run must continue the numbering
@@ -218,17 +220,8 @@ class RoundOffset(Strategy):
     """
 
     def __init__(self, strategy: Strategy, offset: int) -> None:
-        self.strategy = strategy
+        super().__init__(strategy)
         self.offset = offset
-
-    def __getattr__(self, name: str):
-        if name == "strategy":
-            raise AttributeError(name)
-        return getattr(self.strategy, name)
-
-    def summary(self) -> None:
-        """Log the wrapped strategy's summary."""
-        self.strategy.summary()
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid

@@ -30,6 +30,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from strategies.delegating import DelegatingStrategy
+
 PREFIX = "client-state/"
 QUERY_PARTITION = "query"
 PARTITION_KEY = "partition-id"
@@ -52,7 +54,7 @@ def restore_state(content: RecordDict, state: RecordDict) -> int:
 
 
 # --- server side ----------------------------------------------------------------------
-class ClientStates(Strategy):
+class ClientStates(DelegatingStrategy):
     """Collect clients' state records from replies; hand them back after a resume.
 
     Parameters
@@ -64,20 +66,11 @@ class ClientStates(Strategy):
     """
 
     def __init__(self, strategy: Strategy, partition_key: str = PARTITION_KEY) -> None:
-        self.strategy = strategy
+        super().__init__(strategy)
         self.partition_key = partition_key
         self.states: dict[int, dict[str, Any]] = {}
         self._restore: set[int] = set()  # partitions whose state a resumed run must send
         self._partition_of: dict[int, int] = {}
-
-    def __getattr__(self, name: str):
-        if name == "strategy":
-            raise AttributeError(name)
-        return getattr(self.strategy, name)
-
-    def summary(self) -> None:
-        """Log the wrapped strategy's summary."""
-        self.strategy.summary()
 
     # --- StateProvider -----------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -141,15 +134,3 @@ class ClientStates(Strategy):
                 for name in names:
                     del reply.content[name]
         return self.strategy.aggregate_train(server_round, replies)
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        """Unchanged."""
-        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> MetricRecord | None:
-        """Unchanged."""
-        return self.strategy.aggregate_evaluate(server_round, replies)

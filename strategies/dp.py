@@ -40,6 +40,7 @@ from flwr.supercore.privacy_accounting import (
 )
 from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
 
+from strategies.delegating import DelegatingStrategy
 from strategies.fedavg import fedavg_kwargs
 from strategies.registry import register
 from strategies.sampling import train_sample_size
@@ -91,7 +92,7 @@ def adaptive_round_multiplier(
     return (z_sum ** -2 + clipped_count_stddev ** -2) ** -0.5
 
 
-class ClientLevelDP(Strategy):
+class ClientLevelDP(DelegatingStrategy):
     """Delegate to one of Flower's DP wrappers; report privacy per round; keep a budget.
 
     Parameters
@@ -114,8 +115,7 @@ class ClientLevelDP(Strategy):
         sampled: int,
         accounted_by: str,
     ) -> None:
-        super().__init__()
-        self.strategy = dp_strategy
+        super().__init__(dp_strategy)
         self.accountant = accountant
         self.sampled = sampled
         self.accounted_by = accounted_by
@@ -197,9 +197,6 @@ class ClientLevelDP(Strategy):
         self._clip_used = float(state["clipping_norm"])
 
     # --- Strategy -----------------------------------------------------------------
-    def summary(self) -> None:
-        """Log the wrapped strategy's summary."""
-        self.strategy.summary()
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -253,12 +250,6 @@ class ClientLevelDP(Strategy):
     ) -> Iterable[Message]:
         """Evaluation is not a private release here (metrics are not accounted)."""
         return self.strategy.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> MetricRecord | None:
-        """Delegate to the wrapped strategy."""
-        return self.strategy.aggregate_evaluate(server_round, replies)
 
 
 WRAPPERS = {

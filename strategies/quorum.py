@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
-from flwr.serverapp import Grid
+from flwr.app import ArrayRecord, Message, MetricRecord
 from flwr.serverapp.strategy import Strategy
+
+from strategies.delegating import DelegatingStrategy
 
 LOG = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ def successful(replies: Iterable[Message]) -> int:
     return sum(not reply.has_error() for reply in replies)
 
 
-class Quorum(Strategy):
+class Quorum(DelegatingStrategy):
     """Delegate to ``strategy`` but skip aggregation below ``min_replies`` successes.
 
     Parameters
@@ -38,24 +39,9 @@ class Quorum(Strategy):
     def __init__(self, strategy: Strategy, min_replies: int = 1) -> None:
         if min_replies < 1:
             raise ValueError(f"min_replies must be >= 1, got {min_replies}")
-        self.strategy = strategy
+        super().__init__(strategy)
         self.min_replies = min_replies
         self.skipped: list[int] = []
-
-    def __getattr__(self, name: str):
-        if name == "strategy":
-            raise AttributeError(name)
-        return getattr(self.strategy, name)
-
-    def summary(self) -> None:
-        """Log the wrapped strategy's summary."""
-        self.strategy.summary()
-
-    def configure_train(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        """Unchanged."""
-        return self.strategy.configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(
         self, server_round: int, replies: Iterable[Message]
@@ -69,15 +55,3 @@ class Quorum(Strategy):
             self.skipped.append(server_round)
             return None, None
         return self.strategy.aggregate_train(server_round, replies)
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        """Unchanged."""
-        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> MetricRecord | None:
-        """Unchanged (a skipped round still evaluates the unchanged global model)."""
-        return self.strategy.aggregate_evaluate(server_round, replies)

@@ -14,6 +14,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from strategies.delegating import DelegatingStrategy
+
 class RoundObserver(Protocol):
     """Receives what a :class:`RecordingStrategy` sees."""
 
@@ -29,7 +31,7 @@ class RoundObserver(Protocol):
     ) -> None:
         """Called with every reply of ``phase`` and the strategy's aggregated metrics."""
 
-class RecordingStrategy(Strategy):
+class RecordingStrategy(DelegatingStrategy):
     """Delegate to ``strategy``, reporting sampled nodes and replies to ``observer``.
 
     Parameters
@@ -41,18 +43,8 @@ class RecordingStrategy(Strategy):
     """
 
     def __init__(self, strategy: Strategy, observer: RoundObserver) -> None:
-        self.strategy = strategy
+        super().__init__(strategy)
         self.observer = observer
-
-    def __getattr__(self, name: str):
-        # Strategy-specific attributes (an accountant, a clipping norm) stay reachable.
-        if name == "strategy":
-            raise AttributeError(name)
-        return getattr(self.strategy, name)
-
-    def summary(self) -> None:
-        """Log the wrapped strategy's summary."""
-        self.strategy.summary()
 
     def configure_train(
         self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
@@ -90,6 +82,7 @@ class RecordingStrategy(Strategy):
         metrics = self.strategy.aggregate_evaluate(server_round, replies)
         self.observer.on_replies(server_round, "evaluate", replies, metrics)
         return metrics
+
 
 def _destinations(messages: list[Message]) -> list[int]:
     return [message.metadata.dst_node_id for message in messages]

@@ -32,6 +32,8 @@ from flwr.server.workflow.secure_aggregation.secaggplus_workflow import (
 )
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
+
+from strategies.delegating import DelegatingStrategy
 from flwr.supercore import log
 
 from strategies.sampling import train_sample_size
@@ -98,7 +100,7 @@ class _Legacy:
         """History is kept by the results writer, not here."""
 
 
-class SecAggPlus(Strategy):
+class SecAggPlus(DelegatingStrategy):
     """Run each train round of ``strategy`` through Flower's SecAgg+ protocol.
 
     Parameters
@@ -115,17 +117,11 @@ class SecAggPlus(Strategy):
 
     def __init__(self, strategy: Strategy, num_shares: int, reconstruction_threshold: int,
                  population: int) -> None:
-        super().__init__()
-        self.strategy = strategy
+        super().__init__(strategy)
         self.workflow = SecAggPlusWorkflow(num_shares, reconstruction_threshold)
         self.population = population
         self.received_replies: dict[int, list[Message]] = {}
         self._aggregated: dict[int, list[Message]] = {}
-
-    def __getattr__(self, name: str) -> Any:
-        if name == "strategy":
-            raise AttributeError(name)
-        return getattr(self.strategy, name)
 
     def summary(self) -> None:
         """Log the wrapped strategy's summary."""
@@ -172,18 +168,6 @@ class SecAggPlus(Strategy):
         if not secured:
             return None, None
         return self.strategy.aggregate_train(server_round, secured)
-
-    def configure_evaluate(
-        self, server_round: int, arrays: ArrayRecord, config: ConfigRecord, grid: Grid
-    ) -> Iterable[Message]:
-        """Evaluation sends the global model; nothing to hide."""
-        return self.strategy.configure_evaluate(server_round, arrays, config, grid)
-
-    def aggregate_evaluate(
-        self, server_round: int, replies: Iterable[Message]
-    ) -> MetricRecord | None:
-        """Delegate to the wrapped strategy."""
-        return self.strategy.aggregate_evaluate(server_round, replies)
 
 
 def legacy_train_reply(reply: Message, uniform: bool) -> None:
