@@ -17,6 +17,8 @@ from typing import Any
 
 from strategies import registry as strategy_registry
 from tasks import registry as task_registry
+from tasks.data import DATASETS, IMAGE_SIZES, PARTITIONS, DataError, check_source
+from tasks.dp_sgd import ACCOUNTANTS, GRAD_SAMPLE_MODES
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 PYPROJECT = PROJECT_ROOT / "pyproject.toml"
@@ -101,6 +103,29 @@ OPTIONS: tuple[Option, ...] = (
     Option("client-cpus", "--client-cpus", "CPUs Ray reserves per client; sets how many run at once", _positive),
     Option("client-gpus", "--client-gpus", "GPU share Ray reserves per client (e.g. 0.25)", _at_least(0)),
     Option("ray-address", "--ray-address", "join this Ray cluster (host:port) instead of starting one"),
+    # --- image data and sample-level DP-SGD (issue 3: dcgan; reused by image tasks) ---
+    Option("dataset", "--dataset", "image data set (mnist5k and digits ship with the packages)",
+           _one_of(lambda: list(DATASETS))),
+    Option("data-dir", "--data-dir", "folder of --dataset mnist|fashion-mnist|cifar10|folder"),
+    Option("image-size", "--image-size", "side of the square images",
+           _one_of(lambda: list(IMAGE_SIZES))),
+    Option("partition", "--partition", "how training data is split across clients",
+           _one_of(lambda: list(PARTITIONS))),
+    Option("dirichlet-alpha", "--dirichlet-alpha",
+           "Dirichlet concentration of --partition dirichlet (small = skewed)", _positive),
+    Option("dp", "--dp", "DP-SGD (Opacus) on the model that reads real data"),
+    Option("noise-multiplier", "--noise-multiplier",
+           "DP-SGD noise std / clipping norm (ignored with --target-epsilon)", _at_least(0)),
+    Option("max-grad-norm", "--max-grad-norm", "DP-SGD per-sample clipping norm", _positive),
+    Option("delta", "--delta", "delta of the reported (epsilon, delta)",
+           lambda v: None if 0 < v < 1 else f"must be in (0, 1) (got {v})"),
+    Option("target-epsilon", "--target-epsilon",
+           "if > 0: noise multiplier chosen so each client's whole run spends at most this",
+           _at_least(0)),
+    Option("accountant", "--accountant", "Opacus privacy accountant",
+           _one_of(lambda: list(ACCOUNTANTS))),
+    Option("grad-sample-mode", "--grad-sample-mode", "how Opacus computes per-sample gradients",
+           _one_of(lambda: list(GRAD_SAMPLE_MODES))),
 )
 
 _BY_KEY = {option.key: option for option in OPTIONS}
@@ -151,6 +176,19 @@ class RunConfig:
     client_cpus: float
     client_gpus: float
     ray_address: str
+    # --- image data and sample-level DP-SGD (issue 3) ---
+    dataset: str
+    data_dir: str
+    image_size: int
+    partition: str
+    dirichlet_alpha: float
+    dp: bool
+    noise_multiplier: float
+    max_grad_norm: float
+    delta: float
+    target_epsilon: float
+    accountant: str
+    grad_sample_mode: str
 
     @classmethod
     def from_mapping(cls, overrides: Mapping[str, Any] | None = None) -> RunConfig:
@@ -179,6 +217,7 @@ class RunConfig:
             problem = option.check(values[option.key])
             if problem:
                 raise ConfigError(option.key, problem)
+        _check_data_source(values)
         names = {f.name for f in fields(cls)}
         return cls(**{_attr(k): v for k, v in values.items() if _attr(k) in names})
 
@@ -201,3 +240,12 @@ def _coerce(key: str, value: Any, kind: type) -> Any:
         return kind(value)
     except (TypeError, ValueError):
         raise ConfigError(key, f"expected {kind.__name__}, got {value!r}") from None
+
+
+# --- image data and sample-level DP-SGD (issue 3) ---
+def _check_data_source(values: Mapping[str, Any]) -> None:
+    """File-based data sets must be readable before Ray starts (names the expected files)."""
+    try:
+        check_source(values["dataset"], values["data-dir"])
+    except DataError as error:
+        raise ConfigError("data-dir", str(error)) from None
