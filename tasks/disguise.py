@@ -294,6 +294,7 @@ class DisguiseTask(ImageClassifierBase):
         self._write_report()
         quality = self.report.get("disguise_quality", {})
         return {
+            "loss": final["loss"], "accuracy": final["accuracy"],
             "pipeline_accuracy": final["accuracy"],
             "direct_accuracy": direct["accuracy"],
             "decoy_share": quality.get("decoy_share", float("nan")),
