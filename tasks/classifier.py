@@ -43,7 +43,7 @@ class ImageClassifierBase:
     """
 
     defaults: Mapping[str, float | int] = {
-        "num-server-rounds": 5, "local-epochs": 1, "batch-size": 32, "lr": 0.05,
+        "num-server-rounds": 5, "local-epochs": 2, "batch-size": 32, "lr": 0.05,
     }
     client_metrics: tuple[str, ...] = ()
     server_metrics: tuple[str, ...] = ("loss", "accuracy")

@@ -33,7 +33,7 @@ def test_local_split_is_disjoint_and_complete():
 
 
 def test_dp_epsilon_is_cumulative_across_rounds_and_matches_dp_accounting():
-    task = _task(**{"num-server-rounds": 2, "batch-size": 32})
+    task = _task(**{"num-server-rounds": 2, "batch-size": 32, "local-epochs": 1})
     state = RecordDict()
     arrays = task.initial_arrays()
     partition = Partition(0, 4)
