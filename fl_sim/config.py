@@ -208,6 +208,12 @@ OPTIONS: tuple[Option, ...] = (
            _one_of(lambda: list(ACCOUNTANTS))),
     Option("grad-sample-mode", "--grad-sample-mode", "how Opacus computes per-sample gradients",
            _one_of(lambda: list(GRAD_SAMPLE_MODES))),
+    # --- disguise task (issue 5) ---
+    Option("hide", "--hide", "disguise task: comma-separated hidden classes (e.g. 0,1)"),
+    Option("decoy", "--decoy",
+           "disguise task: decoy classes, one per hidden class, disjoint from --hide"),
+    Option("translator-steps", "--translator-steps",
+           "disguise task: translation-GAN updates on the data owner's side", _at_least(1)),
 )
 
 _BY_KEY = {option.key: option for option in OPTIONS}
@@ -300,6 +306,10 @@ class RunConfig:
     target_epsilon: float
     accountant: str
     grad_sample_mode: str
+    # --- disguise task (issue 5) ---
+    hide: str
+    decoy: str
+    translator_steps: int
 
     @classmethod
     def from_mapping(cls, overrides: Mapping[str, Any] | None = None) -> RunConfig:
@@ -331,6 +341,7 @@ class RunConfig:
         check_privacy_combinations(values)
         _check_scale(values)
         _check_data_source(values)
+        _check_disguise_mapping(values)
         names = {f.name for f in fields(cls)}
         return cls(**{_attr(k): v for k, v in values.items() if _attr(k) in names})
 
@@ -443,3 +454,17 @@ def _check_data_source(values: Mapping[str, Any]) -> None:
         check_source(values["dataset"], values["data-dir"])
     except DataError as error:
         raise ConfigError("data-dir", str(error)) from None
+
+
+# --- disguise task (issue 5) ---
+def _check_disguise_mapping(values: Mapping[str, Any]) -> None:
+    """``--hide``/``--decoy`` must be equal-length, disjoint lists of the data set's classes."""
+    if values["task"] != "disguise":
+        return
+    from tasks.disguise import MappingError, dataset_classes, parse_mapping
+
+    try:
+        parse_mapping(values["hide"], values["decoy"],
+                      dataset_classes(values["dataset"], values["data-dir"]))
+    except MappingError as error:
+        raise ConfigError(error.key, str(error)) from None
