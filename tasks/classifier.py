@@ -23,6 +23,7 @@ from flwr.app import ArrayRecord, RecordDict
 from tasks import cnn, dp_sgd
 from tasks import data as image_data
 from tasks.base import EvalResult, Partition, TrainResult
+from tasks.proximal import ProximalAnchor
 from tasks.registry import register
 
 CLIENT_EVAL_FRACTION = 0.15
@@ -150,19 +151,20 @@ class ImageClassifierBase:
         return ArrayRecord(self.make_model().state_dict())
 
     def local_train(self, model: cnn.SmallCNN, x: np.ndarray, y: np.ndarray,
-                    state: RecordDict, seed: int) -> dict[str, float]:
+                    state: RecordDict, seed: int, proximal_mu: float = 0.0) -> dict[str, float]:
         """``local-epochs`` of (DP-)SGD on one client's data; the one training loop."""
         return cnn.train_epochs(model, x, y, epochs=self.local_epochs,
                                 batch_size=self.batch_size, lr=self.lr, seed=seed,
-                                dp=self.dp_settings, state=state)
+                                dp=self.dp_settings, state=state,
+                                proximal=ProximalAnchor(model, proximal_mu))
 
     def train(self, arrays: ArrayRecord, partition: Partition, state: RecordDict,
-              server_round: int) -> TrainResult:
+              server_round: int, proximal_mu: float = 0.0) -> TrainResult:
         """Local (DP-)SGD from the global weights on the client's partition."""
         model = self.load(arrays)
         x, y, _, _ = self.client_data(partition)
         seed = self.seed * 100_003 + server_round * 1_009 + partition.index
-        metrics = self.local_train(model, x, y, state, seed)
+        metrics = self.local_train(model, x, y, state, seed, proximal_mu)
         metrics["accuracy"] = cnn.score(model, x, y)["accuracy"]
         return TrainResult(ArrayRecord(model.state_dict()), len(x), metrics)
 

@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from tasks import dp_sgd
+from tasks.proximal import ProximalAnchor
 
 MOMENTUM = 0.9
 
@@ -63,7 +64,7 @@ def _tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
 def train_epochs(
     model: nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int, batch_size: int,
     lr: float, seed: int, dp: dp_sgd.DPSettings | None = None,
-    state: RecordDict | None = None,
+    state: RecordDict | None = None, proximal: ProximalAnchor | None = None,
 ) -> dict[str, float]:
     """Train ``model`` in place with SGD (momentum 0.9); optionally DP-SGD via Opacus.
 
@@ -75,6 +76,9 @@ def train_epochs(
         returned ``epsilon`` is cumulative over every call with the same ``state``.
     state : RecordDict, optional
         The client's ``context.state`` (required with ``dp``).
+    proximal : ProximalAnchor, optional
+        FedProx: after every optimizer step, the proximal step towards the global model
+        (:meth:`ProximalAnchor.pull`, valid with and without DP).
 
     Returns
     -------
@@ -106,6 +110,8 @@ def train_epochs(
             loss = F.cross_entropy(module(xb), yb)
             loss.backward()
             optimizer.step()
+            if proximal is not None:
+                proximal.pull(model, lr)
             losses.append(float(loss.detach()))
     module.eval()
     metrics = {"loss": float(np.mean(losses)) if losses else float("nan")}

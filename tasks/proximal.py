@@ -9,6 +9,12 @@ data do not drift far from the global model. Usage in a training loop::
     loss = loss_fn(model(x), y) + anchor.term(model)
 
 With ``mu == 0`` (every other strategy) ``term`` returns 0 and costs nothing.
+
+Under DP-SGD the term must not enter the loss: Opacus replaces each parameter's
+gradient by the clipped, noised sum of per-sample gradients, which a parameter-only
+term does not have, so it would be silently dropped. ``pull`` applies the term's
+gradient step after the optimizer step instead; it reads only the received global model
+and the client's own weights, so it is post-processing and costs no privacy.
 """
 
 from __future__ import annotations
@@ -45,3 +51,11 @@ class ProximalAnchor:
             for p, anchor in zip(model.parameters(), self._anchor, strict=True)
         ]
         return 0.5 * self.mu * torch.stack(squares).sum()
+
+    @torch.no_grad()
+    def pull(self, model: nn.Module, lr: float) -> None:
+        """Take the proximal term's SGD step: ``p -= lr * mu * (p - p_global)``."""
+        if not self.mu:
+            return
+        for p, anchor in zip(model.parameters(), self._anchor, strict=True):
+            p.sub_(lr * self.mu * (p - anchor))

@@ -63,3 +63,20 @@ def test_training_without_dp_learns_and_evaluates():
     assert after["accuracy"] > before["accuracy"] + 0.3
     local = task.evaluate(result.arrays, Partition(1, 4))
     assert local.num_examples == len(task.client_data(Partition(1, 4))[2]) > 0
+
+
+@pytest.mark.parametrize("dp", [False, True])
+def test_fedprox_pull_holds_the_model_at_the_global_weights(dp):
+    """With lr * mu = 1 each proximal step returns every weight to the global model.
+
+    Under DP the term cannot ride in the loss (Opacus drops parameter-only gradients);
+    the decoupled pull must still act, with and without Opacus in the loop.
+    """
+    task = _task(dp=dp, **{"local-epochs": 1, "lr": 0.05})
+    start = task.initial_arrays()
+    held = task.train(start, Partition(0, 4), RecordDict(), 1, proximal_mu=1 / 0.05)
+    free = task.train(start, Partition(0, 4), RecordDict(), 1)
+    for name, array in start.items():
+        np.testing.assert_allclose(held.arrays[name].numpy(), array.numpy(), atol=1e-6)
+    moved = max(float(np.abs(free.arrays[n].numpy() - a.numpy()).max()) for n, a in start.items())
+    assert moved > 1e-3
