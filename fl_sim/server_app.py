@@ -97,8 +97,6 @@ def main(grid: Grid, context: Context) -> None:
                 "started_at": now(),
                 "finished_at": None,
                 "status": "running",
-                # Values a task derives from the flags (e.g. the noise --target-epsilon implies).
-                "resolved": dict(getattr(task, "resolved", {})),
             }
         )
     progress = RoundProgress(cfg.num_server_rounds, choose_mode(cfg.quiet))
@@ -119,6 +117,10 @@ def main(grid: Grid, context: Context) -> None:
     random.seed(cfg.seed)  # Flower's strategies sample nodes with `random`
     offset = 0
     last = {"round": 0, "arrays": task.initial_arrays()}
+    if not resumed:
+        # Values a task derives from the flags (e.g. the noise --target-epsilon implies);
+        # after initial_arrays, which may prepare what they depend on (disguise's data).
+        writer.update_config(resolved=dict(getattr(task, "resolved", {})))
     if resumed:
         checkpointer.restore(resumed)
         offset = resumed.server_round
