@@ -160,7 +160,7 @@ class DCGANTask:
     """DP-DCGAN across clients; see the module docstring for the privacy argument."""
 
     defaults: Mapping[str, float | int] = {
-        "num-server-rounds": 10, "local-epochs": 2, "batch-size": 64, "lr": 2e-4,
+        "num-server-rounds": 10, "local-epochs": 2, "batch-size": 64, "lr": 1e-3,
     }
     client_metrics = ("g_loss", "d_loss", "d_real_accuracy", "d_fake_accuracy")
     server_metrics = ("fid", "inception_score", "reference_accuracy")
