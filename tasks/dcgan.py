@@ -14,7 +14,9 @@ per-sample gradients are left behind on D.
 Federation. The global model is one ArrayRecord holding both networks (keys
 ``generator.*`` and ``discriminator.*``), averaged by the strategy every round. Each
 client's accountant history lives in its ``context.state`` (see ``tasks.dp_sgd``), so
-the reported epsilon is cumulative over the run.
+the reported epsilon is cumulative over the run. With ``--gan-keep-optimizer`` (default)
+the client's two Adam states are kept there too: D's moments are functions of its noised
+gradients (post-processing), and they never leave the client.
 
 What is *not* covered by the guarantee: the per-client training diagnostics (losses, D
 accuracy on real images) are computed on private data and sent in clear, as Opacus's
