@@ -214,6 +214,17 @@ OPTIONS: tuple[Option, ...] = (
            "disguise task: decoy classes, one per hidden class, disjoint from --hide"),
     Option("translator-steps", "--translator-steps",
            "disguise task: translation-GAN updates on the data owner's side", _at_least(1)),
+    # --- DP-DCGAN quality knobs (issue 3, quality item) ---
+    Option("gan-d-lr", "--gan-d-lr",
+           "discriminator Adam learning rate (0: same as --lr, which sets the generator's)",
+           _at_least(0)),
+    Option("gan-keep-optimizer", "--gan-keep-optimizer",
+           "keep each client's Adam states across rounds in its context.state"),
+    Option("gan-real-label", "--gan-real-label",
+           "D's target for real images (one-sided label smoothing: < 1)",
+           lambda v: None if 0.5 < v <= 1 else f"must be in (0.5, 1] (got {v})"),
+    Option("gan-width", "--gan-width", "feature maps of G's last and D's first layer",
+           _at_least(4)),
 )
 
 _BY_KEY = {option.key: option for option in OPTIONS}
@@ -310,6 +321,11 @@ class RunConfig:
     hide: str
     decoy: str
     translator_steps: int
+    # --- DP-DCGAN quality knobs (issue 3, quality item) ---
+    gan_d_lr: float
+    gan_keep_optimizer: bool
+    gan_real_label: float
+    gan_width: int
 
     @classmethod
     def from_mapping(cls, overrides: Mapping[str, Any] | None = None) -> RunConfig:

@@ -14,7 +14,9 @@ per-sample gradients are left behind on D.
 Federation. The global model is one ArrayRecord holding both networks (keys
 ``generator.*`` and ``discriminator.*``), averaged by the strategy every round. Each
 client's accountant history lives in its ``context.state`` (see ``tasks.dp_sgd``), so
-the reported epsilon is cumulative over the run.
+the reported epsilon is cumulative over the run. With ``--gan-keep-optimizer`` (default)
+the client's two Adam states are kept there too: D's moments are functions of its noised
+gradients (post-processing), and they never leave the client.
 
 What is *not* covered by the guarantee: the per-client training diagnostics (losses, D
 accuracy on real images) are computed on private data and sent in clear, as Opacus's
@@ -43,11 +45,12 @@ from tasks.dcgan_models import Discriminator, Generator, build_pair
 from tasks.images import save_grid
 from tasks.registry import register
 
-WIDTH = 32
 BETA1 = 0.5
 GRID_SIZE = 64
 EVAL_FAKES = 256
 G_PREFIX, D_PREFIX = "generator.", "discriminator."
+OPTIMIZER_KEY = "dcgan-optimizers"
+WIDTH = 32  # the default of --gan-width (benchmarks/dcgan_throughput.py uses it)
 
 
 def split_state(state: Mapping[str, torch.Tensor]) -> tuple[dict, dict]:
@@ -65,14 +68,53 @@ def joint_state(generator: nn.Module, discriminator: nn.Module) -> dict[str, tor
     return state
 
 
+def save_optimizers(state: RecordDict, g_opt: torch.optim.Optimizer,
+                    d_opt: torch.optim.Optimizer, key: str = OPTIMIZER_KEY) -> None:
+    """Keep both Adam states (moments, step counts) in the client's ``context.state``.
+
+    Flower rebuilds simulated clients every round; a fresh Adam restarts its moment
+    estimates, and its first bias-corrected steps are as large as ``lr`` in every
+    coordinate: under DP noise on D that is a burst of noise-driven steps each round.
+    The state never leaves the client (only the weights are sent).
+    """
+    arrays: dict[str, torch.Tensor] = {}
+    for prefix, opt in (("g", g_opt), ("d", d_opt)):
+        for index, values in opt.state_dict()["state"].items():
+            for name, value in values.items():
+                arrays[f"{prefix}.{index}.{name}"] = torch.as_tensor(value).detach().clone()
+    if arrays:
+        state[key] = ArrayRecord(arrays)
+
+
+def load_optimizers(state: RecordDict, g_opt: torch.optim.Optimizer,
+                    d_opt: torch.optim.Optimizer, key: str = OPTIMIZER_KEY) -> bool:
+    """Restore what :func:`save_optimizers` stored; False when nothing was stored."""
+    if key not in state:
+        return False
+    saved = state[key].to_torch_state_dict()
+    for prefix, opt in (("g", g_opt), ("d", d_opt)):
+        per_param: dict[int, dict[str, torch.Tensor]] = {}
+        for name, value in saved.items():
+            owner, index, field = name.split(".", 2)
+            if owner == prefix:
+                per_param.setdefault(int(index), {})[field] = value
+        current = opt.state_dict()
+        current["state"] = per_param
+        opt.load_state_dict(current)
+    return True
+
+
 def gan_round(
     generator: Generator, discriminator: nn.Module, loader: DataLoader,
     g_opt: torch.optim.Optimizer, d_opt: torch.optim.Optimizer, epochs: int, fakes: int,
+    real_label: float = 1.0,
 ) -> dict[str, float]:
     """Local GAN training; ``discriminator`` may be an Opacus-wrapped module.
 
     Each step: one D step on [real batch; ``fakes`` detached fakes] (one clipped
     step under DP), then one G step through a frozen D with the non-saturating loss.
+    ``real_label`` < 1 is one-sided label smoothing: D's target for real images, which
+    keeps D from growing over-confident on them (fakes keep target 0).
 
     Returns
     -------
@@ -91,7 +133,7 @@ def gan_round(
             fake = generator(torch.randn(fakes, generator.latent_dim))
             d_opt.zero_grad(set_to_none=True)
             logits = discriminator(torch.cat([real, fake.detach()]))
-            targets = torch.cat([torch.ones(b), torch.zeros(fakes)])
+            targets = torch.cat([torch.full((b,), real_label), torch.zeros(fakes)])
             d_loss = F.binary_cross_entropy_with_logits(logits, targets)
             d_loss.backward()
             d_opt.step()
@@ -120,7 +162,7 @@ class DCGANTask:
     """DP-DCGAN across clients; see the module docstring for the privacy argument."""
 
     defaults: Mapping[str, float | int] = {
-        "num-server-rounds": 10, "local-epochs": 2, "batch-size": 64, "lr": 2e-4,
+        "num-server-rounds": 10, "local-epochs": 2, "batch-size": 64, "lr": 1e-3,
     }
     client_metrics = ("g_loss", "d_loss", "d_real_accuracy", "d_fake_accuracy")
     server_metrics = ("fid", "inception_score", "reference_accuracy")
@@ -132,6 +174,10 @@ class DCGANTask:
         self.local_epochs = int(config["local-epochs"])
         self.batch_size = int(config["batch-size"])
         self.lr = float(config["lr"])
+        self.d_lr = float(config["gan-d-lr"]) or self.lr
+        self.keep_optimizer = bool(config["gan-keep-optimizer"])
+        self.real_label = float(config["gan-real-label"])
+        self.width = int(config["gan-width"])
         self.clients = int(config["clients"])
         self.dataset = str(config["dataset"])
         self.data_dir = str(config["data-dir"])
@@ -206,7 +252,7 @@ class DCGANTask:
 
     # --- models ----------------------------------------------------------------------
     def _pair(self) -> tuple[Generator, Discriminator]:
-        return build_pair(self.image_size, self.images.channels, WIDTH, self.seed)
+        return build_pair(self.image_size, self.images.channels, self.width, self.seed)
 
     def _load(self, arrays: ArrayRecord) -> tuple[Generator, Discriminator]:
         generator, discriminator = self._pair()
@@ -239,7 +285,9 @@ class DCGANTask:
                             shuffle=True)
         betas = (BETA1, 0.999)
         g_opt = torch.optim.Adam(generator.parameters(), lr=self.lr, betas=betas)
-        d_opt = torch.optim.Adam(discriminator.parameters(), lr=self.lr, betas=betas)
+        d_opt = torch.optim.Adam(discriminator.parameters(), lr=self.d_lr, betas=betas)
+        if self.keep_optimizer:
+            load_optimizers(state, g_opt, d_opt)
         trainer = None
         d_module: nn.Module = discriminator
         if self.dp:
@@ -248,7 +296,9 @@ class DCGANTask:
             trainer = dp_sgd.PrivateTrainer(settings, state)
             d_module, d_opt, loader = trainer.make_private(discriminator, d_opt, loader)
         stats = gan_round(generator, d_module, loader, g_opt, d_opt, self.local_epochs,
-                          self.batch_size)
+                          self.batch_size, self.real_label)
+        if self.keep_optimizer:
+            save_optimizers(state, g_opt, d_opt)
         metrics = {k: stats[k] for k in self.client_metrics}
         metrics["loss"] = stats["d_loss"]
         if trainer is not None:
