@@ -26,7 +26,7 @@ own examples print them. Client-side evaluation uses generated images only.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,7 @@ from tasks import dp_sgd, gan_metrics
 from tasks.base import EvalResult, Partition, TrainResult
 from tasks.dcgan_models import Discriminator, Generator, build_pair
 from tasks.images import save_grid
+from tasks.proximal import ProximalAnchor
 from tasks.registry import register
 
 BETA1 = 0.5
@@ -107,14 +108,15 @@ def load_optimizers(state: RecordDict, g_opt: torch.optim.Optimizer,
 def gan_round(
     generator: Generator, discriminator: nn.Module, loader: DataLoader,
     g_opt: torch.optim.Optimizer, d_opt: torch.optim.Optimizer, epochs: int, fakes: int,
-    real_label: float = 1.0,
+    real_label: float = 1.0, after_step: Callable[[], None] | None = None,
 ) -> dict[str, float]:
     """Local GAN training; ``discriminator`` may be an Opacus-wrapped module.
 
     Each step: one D step on [real batch; ``fakes`` detached fakes] (one clipped
     step under DP), then one G step through a frozen D with the non-saturating loss.
     ``real_label`` < 1 is one-sided label smoothing: D's target for real images, which
-    keeps D from growing over-confident on them (fakes keep target 0).
+    keeps D from growing over-confident on them (fakes keep target 0). ``after_step``
+    runs after each D+G step (FedProx's proximal pull).
 
     Returns
     -------
@@ -142,6 +144,8 @@ def gan_round(
                 g_loss = F.binary_cross_entropy_with_logits(discriminator(fake), ones)
                 g_loss.backward()
             g_opt.step()
+            if after_step is not None:
+                after_step()
             with torch.no_grad():
                 if b:
                     sums["d_real_accuracy"] += float((logits[:b] > 0).float().sum())
@@ -275,10 +279,17 @@ class DCGANTask:
 
     # --- client ----------------------------------------------------------------------
     def train(
-        self, arrays: ArrayRecord, partition: Partition, state: RecordDict, server_round: int
+        self, arrays: ArrayRecord, partition: Partition, state: RecordDict, server_round: int,
+        proximal_mu: float = 0.0,
     ) -> TrainResult:
-        """``local-epochs`` of GAN training; D privatised when ``--dp``."""
+        """``local-epochs`` of GAN training; D privatised when ``--dp``.
+
+        Under FedProx both networks take the proximal step towards the global weights
+        after every step (decoupled from D's privatised gradient: see tasks/proximal.py).
+        """
         generator, discriminator = self._load(arrays)
+        g_anchor = ProximalAnchor(generator, proximal_mu)
+        d_anchor = ProximalAnchor(discriminator, proximal_mu)
         torch.manual_seed(self.seed * 1_000_003 + server_round * 1_009 + partition.index)
         x = self._client_images(partition)
         loader = DataLoader(TensorDataset(torch.from_numpy(x)), batch_size=self.batch_size,
@@ -295,8 +306,12 @@ class DCGANTask:
                                          **self._dp_settings)
             trainer = dp_sgd.PrivateTrainer(settings, state)
             d_module, d_opt, loader = trainer.make_private(discriminator, d_opt, loader)
+        def pull() -> None:
+            g_anchor.pull(generator, self.lr)
+            d_anchor.pull(discriminator, self.d_lr)
+
         stats = gan_round(generator, d_module, loader, g_opt, d_opt, self.local_epochs,
-                          self.batch_size, self.real_label)
+                          self.batch_size, self.real_label, pull if proximal_mu else None)
         if self.keep_optimizer:
             save_optimizers(state, g_opt, d_opt)
         metrics = {k: stats[k] for k in self.client_metrics}

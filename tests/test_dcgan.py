@@ -120,3 +120,18 @@ def test_expanded_weights_mode_is_refused_up_front():
     with pytest.raises(ValueError, match="grad-sample-mode ew"):
         task(**{"grad-sample-mode": "ew"}).initial_arrays()
     assert task(**{"grad-sample-mode": "ew", "dp": False}).initial_arrays()
+
+
+def test_fedprox_pull_holds_both_networks_at_the_global_weights():
+    """lr * mu = 1: after every step the proximal pull returns G's and D's parameters to
+    the global ones (D's through its Opacus wrapper); without mu they move."""
+    t = task(**{"noise-multiplier": 1.0, "lr": 1e-3, "gan-d-lr": 1e-3})
+    arrays = t.initial_arrays()
+    held = t.train(arrays, Partition(0, 8), RecordDict(), 1, proximal_mu=1e3)
+    free = t.train(arrays, Partition(0, 8), RecordDict(), 1)
+    start_g, start_d = t._load(arrays)
+    for result, should_move in ((held, False), (free, True)):
+        g, d = t._load(result.arrays)
+        gaps = [float((p - q).abs().max()) for net, ref in ((g, start_g), (d, start_d))
+                for p, q in zip(net.parameters(), ref.parameters(), strict=True)]
+        assert (max(gaps) > 1e-4) is should_move, max(gaps)
