@@ -54,6 +54,15 @@ OPTIMIZER_KEY = "dcgan-optimizers"
 WIDTH = 32  # the default of --gan-width (benchmarks/dcgan_throughput.py uses it)
 
 
+def weights_path(run_dir: str | Path, server_round: int) -> Path:
+    """Where the global (G, D) of ``server_round`` is kept (round 0: the initialisation).
+
+    Every round's weights are kept (about 2.5 MB per round at the default width), so a
+    synthetic release or an audit can be made from any round, not just the last.
+    """
+    return Path(run_dir) / "weights" / f"round_{server_round:03d}.pt"
+
+
 def split_state(state: Mapping[str, torch.Tensor]) -> tuple[dict, dict]:
     """Split a joint state dict into (generator, discriminator) state dicts."""
     g = {k[len(G_PREFIX):]: v for k, v in state.items() if k.startswith(G_PREFIX)}
@@ -191,6 +200,7 @@ class DCGANTask:
         self.dp = bool(config["dp"])
         self.target_epsilon = float(config["target-epsilon"])
         self.run_dir = Path(config["run-dir"]) if config.get("run-dir") else None
+        self.conditional = bool(config.get("conditional", False))
         self._dp_settings = dict(
             max_grad_norm=float(config["max-grad-norm"]), delta=float(config["delta"]),
             accountant=str(config["accountant"]),
@@ -202,12 +212,14 @@ class DCGANTask:
     def images(self) -> image_data.ImageData:
         return image_data.load_images(self.dataset, self.data_dir, self.image_size, self.seed)
 
-    def _client_images(self, partition: Partition) -> np.ndarray:
-        x, _ = image_data.client_partition(
+    def _client_data(self, partition: Partition) -> tuple[np.ndarray, np.ndarray]:
+        return image_data.client_partition(
             self.dataset, self.data_dir, self.image_size, self.seed, partition.count,
             self.partition, self.alpha, partition.index,
         )
-        return x
+
+    def _client_images(self, partition: Partition) -> np.ndarray:
+        return self._client_data(partition)[0]
 
     @cached_property
     def parts(self) -> list[np.ndarray]:
@@ -362,13 +374,59 @@ class DCGANTask:
         if self.run_dir is not None and server_round >= 0:
             save_grid(self.generate(arrays, GRID_SIZE, self.seed),
                       self.run_dir / "samples" / f"round_{server_round:03d}.png")
-            g_state, d_state = split_state(arrays.to_torch_state_dict())
-            for name, state in (("generator.pt", g_state), ("discriminator.pt", d_state)):
-                tmp = self.run_dir / f"{name}.tmp"
+            joint = arrays.to_torch_state_dict()
+            g_state, d_state = split_state(joint)
+            for path, state in ((self.run_dir / "generator.pt", g_state),
+                                (self.run_dir / "discriminator.pt", d_state),
+                                (weights_path(self.run_dir, server_round), joint)):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(path.name + ".tmp")
                 torch.save(state, tmp)
-                tmp.replace(self.run_dir / name)
+                tmp.replace(path)
         return {"fid": fid, "inception_score": gan_metrics.inception_score(probs),
                 "reference_accuracy": self._reference.accuracy}
+
+    # --- release and audit (fl_sim sample / fl_sim audit) ------------------------------
+    def synthesize(self, arrays: ArrayRecord, count: int,
+                   seed: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """``count`` released images, float32 ``N x C x H x W`` in [0, 1], and their labels.
+
+        Labels (int64, balanced over the classes) exist only for a ``--conditional`` model;
+        otherwise the second item is None. Deterministic for a given ``seed``.
+        """
+        generator, _ = self._load(arrays)
+        generator.eval()
+        rng = torch.Generator().manual_seed(seed)
+        z = torch.randn(count, generator.latent_dim, generator=rng)
+        with torch.no_grad():
+            images = generator(z).numpy()
+        return ((images + 1.0) / 2.0).clip(0.0, 1.0).astype(np.float32), None
+
+    def discriminator_logits(self, arrays: ArrayRecord, images: np.ndarray,
+                             labels: np.ndarray | None = None,
+                             batch_size: int = 512) -> np.ndarray:
+        """The global D's logit for each image (model range [-1, 1]); high means "real".
+
+        ``labels`` are required for a ``--conditional`` model and ignored otherwise.
+        """
+        _, discriminator = self._load(arrays)
+        discriminator.eval()
+        out = []
+        with torch.no_grad():
+            for start in range(0, len(images), batch_size):
+                batch = torch.as_tensor(images[start:start + batch_size])
+                out.append(discriminator(batch).numpy())
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+    def member_data(self, client: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Training (member) images in model range and labels: one client's, or all clients'."""
+        chosen = range(self.clients) if client is None else [client]
+        parts = [self._client_data(Partition(i, self.clients)) for i in chosen]
+        return (np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts]))
+
+    def holdout_data(self) -> tuple[np.ndarray, np.ndarray]:
+        """The server's held-out real split (never trained on by G or D): non-members."""
+        return self.images.test_x, self.images.test_y
 
     def _write_partitions(self) -> None:
         if self.run_dir is None:
