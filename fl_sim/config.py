@@ -225,6 +225,16 @@ OPTIONS: tuple[Option, ...] = (
            lambda v: None if 0.5 < v <= 1 else f"must be in (0.5, 1] (got {v})"),
     Option("gan-width", "--gan-width", "feature maps of G's last and D's first layer",
            _at_least(4)),
+    Option("gan-d-steps", "--gan-d-steps",
+           "discriminator steps per generator step (privacy is spent per D step)",
+           _at_least(1)),
+    Option("gan-ema", "--gan-ema",
+           "decay of the EMA of G's weights used for samples and release (0: off)",
+           lambda v: None if 0 <= v < 1 else f"must be in [0, 1) (got {v})"),
+    # --- class-conditional DP-DCGAN (issue 8) ---
+    Option("conditional", "--conditional",
+           "dcgan: condition G and D on the label (labels are private data too); "
+           "reports train-on-synthetic/test-on-real accuracy every round"),
 )
 
 _BY_KEY = {option.key: option for option in OPTIONS}
@@ -326,6 +336,10 @@ class RunConfig:
     gan_keep_optimizer: bool
     gan_real_label: float
     gan_width: int
+    gan_d_steps: int
+    gan_ema: float
+    # --- class-conditional DP-DCGAN (issue 8) ---
+    conditional: bool
 
     @classmethod
     def from_mapping(cls, overrides: Mapping[str, Any] | None = None) -> RunConfig:

@@ -39,9 +39,10 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from tasks import data as image_data
-from tasks import dp_sgd, gan_metrics
+from tasks import cnn, dp_sgd, gan_metrics
 from tasks.base import EvalResult, Partition, TrainResult
 from tasks.dcgan_models import Discriminator, Generator, build_pair
+from tasks.gan_ema import GeneratorEMA, ema_state, with_ema
 from tasks.images import save_grid
 from tasks.proximal import ProximalAnchor
 from tasks.registry import register
@@ -52,6 +53,8 @@ EVAL_FAKES = 256
 G_PREFIX, D_PREFIX = "generator.", "discriminator."
 OPTIMIZER_KEY = "dcgan-optimizers"
 WIDTH = 32  # the default of --gan-width (benchmarks/dcgan_throughput.py uses it)
+TSTR_EPOCHS = 5
+TSTR_METRICS = ("tstr_accuracy", "real_data_accuracy")
 
 
 def weights_path(run_dir: str | Path, server_round: int) -> Path:
@@ -118,41 +121,56 @@ def gan_round(
     generator: Generator, discriminator: nn.Module, loader: DataLoader,
     g_opt: torch.optim.Optimizer, d_opt: torch.optim.Optimizer, epochs: int, fakes: int,
     real_label: float = 1.0, after_step: Callable[[], None] | None = None,
+    d_steps: int = 1, ema: GeneratorEMA | None = None,
 ) -> dict[str, float]:
     """Local GAN training; ``discriminator`` may be an Opacus-wrapped module.
 
-    Each step: one D step on [real batch; ``fakes`` detached fakes] (one clipped
-    step under DP), then one G step through a frozen D with the non-saturating loss.
-    ``real_label`` < 1 is one-sided label smoothing: D's target for real images, which
-    keeps D from growing over-confident on them (fakes keep target 0). ``after_step``
-    runs after each D+G step (FedProx's proximal pull).
+    Each D step: one batch of [real; ``fakes`` detached fakes] through D (one clipped
+    step under DP). After every ``d_steps`` D steps, one G step through a frozen D with
+    the non-saturating loss, reusing the last fakes; ``ema`` (if any) then folds G into
+    its average. More D steps per G step let a noisy private D keep up with G; they cost
+    no extra privacy per epoch (privacy is spent per D step, i.e. per Poisson batch).
+    ``real_label`` < 1 is one-sided label smoothing. ``after_step`` runs after each D
+    step (FedProx's proximal pull). Conditional networks (``num_classes > 0``) take the
+    loader's labels with the real images and uniformly drawn labels with the fakes.
 
     Returns
     -------
     dict
-        Mean d_loss, g_loss, d_real_accuracy, d_fake_accuracy over the steps; ``images``
-        (real images seen) and ``steps``.
+        Mean d_loss, d_fake_accuracy over D steps, g_loss over G steps, d_real_accuracy
+        over real images; ``images`` (real images seen), ``steps`` (D) and ``g_steps``.
     """
     generator.train()
     discriminator.train()
+    classes = generator.num_classes
     sums = {"d_loss": 0.0, "g_loss": 0.0, "d_real_accuracy": 0.0, "d_fake_accuracy": 0.0}
-    real_seen = steps = 0
+    real_seen = steps = g_steps = 0
     ones = torch.ones(fakes)
     for _ in range(epochs):
-        for (real,) in loader:
+        for batch in loader:
+            real = batch[0]
             b = len(real)
-            fake = generator(torch.randn(fakes, generator.latent_dim))
+            y_fake = torch.randint(classes, (fakes,)) if classes else None
+            y_both = torch.cat([batch[1].long(), y_fake]) if classes else None
+            fake = generator(torch.randn(fakes, generator.latent_dim), y_fake)
             d_opt.zero_grad(set_to_none=True)
-            logits = discriminator(torch.cat([real, fake.detach()]))
+            logits = discriminator(torch.cat([real, fake.detach()]), y_both)
             targets = torch.cat([torch.full((b,), real_label), torch.zeros(fakes)])
             d_loss = F.binary_cross_entropy_with_logits(logits, targets)
             d_loss.backward()
             d_opt.step()
-            with dp_sgd.frozen(discriminator):
-                g_opt.zero_grad(set_to_none=True)
-                g_loss = F.binary_cross_entropy_with_logits(discriminator(fake), ones)
-                g_loss.backward()
-            g_opt.step()
+            steps += 1
+            if steps % d_steps == 0:
+                with dp_sgd.frozen(discriminator):
+                    g_opt.zero_grad(set_to_none=True)
+                    g_loss = F.binary_cross_entropy_with_logits(
+                        discriminator(fake, y_fake), ones)
+                    g_loss.backward()
+                g_opt.step()
+                if ema is not None:
+                    ema.update(generator)
+                sums["g_loss"] += float(g_loss.detach())
+                g_steps += 1
             if after_step is not None:
                 after_step()
             with torch.no_grad():
@@ -160,13 +178,13 @@ def gan_round(
                     sums["d_real_accuracy"] += float((logits[:b] > 0).float().sum())
                 sums["d_fake_accuracy"] += float((logits[b:] < 0).float().mean())
             sums["d_loss"] += float(d_loss.detach())
-            sums["g_loss"] += float(g_loss.detach())
             real_seen += b
-            steps += 1
-    result = {k: v / max(steps, 1) for k, v in sums.items() if k != "d_real_accuracy"}
+    result = {k: sums[k] / max(steps, 1) for k in ("d_loss", "d_fake_accuracy")}
+    result["g_loss"] = sums["g_loss"] / max(g_steps, 1)
     result["d_real_accuracy"] = sums["d_real_accuracy"] / max(real_seen, 1)
     result["images"] = float(real_seen)
     result["steps"] = float(steps)
+    result["g_steps"] = float(g_steps)
     return result
 
 
@@ -200,7 +218,11 @@ class DCGANTask:
         self.dp = bool(config["dp"])
         self.target_epsilon = float(config["target-epsilon"])
         self.run_dir = Path(config["run-dir"]) if config.get("run-dir") else None
-        self.conditional = bool(config.get("conditional", False))
+        self.conditional = bool(config["conditional"])
+        self.d_steps = int(config["gan-d-steps"])
+        self.ema_decay = float(config["gan-ema"])
+        if self.conditional:
+            self.server_metrics = (*type(self).server_metrics, *TSTR_METRICS)
         self._dp_settings = dict(
             max_grad_norm=float(config["max-grad-norm"]), delta=float(config["delta"]),
             accountant=str(config["accountant"]),
@@ -267,15 +289,28 @@ class DCGANTask:
         }
 
     # --- models ----------------------------------------------------------------------
-    def _pair(self) -> tuple[Generator, Discriminator]:
-        return build_pair(self.image_size, self.images.channels, self.width, self.seed)
+    @property
+    def num_classes(self) -> int:
+        """Label classes the networks are conditioned on (0: unconditional)."""
+        return self.images.num_classes if self.conditional else 0
 
-    def _load(self, arrays: ArrayRecord) -> tuple[Generator, Discriminator]:
+    def _pair(self) -> tuple[Generator, Discriminator]:
+        return build_pair(self.image_size, self.images.channels, self.width, self.seed,
+                          self.num_classes)
+
+    def _load(self, arrays: ArrayRecord,
+              released: bool = False) -> tuple[Generator, Discriminator]:
+        """(G, D) from the joint weights; ``released``: G carries the EMA weights if kept."""
         generator, discriminator = self._pair()
-        g_state, d_state = split_state(arrays.to_torch_state_dict())
-        generator.load_state_dict(g_state)
+        state = arrays.to_torch_state_dict()
+        g_state, d_state = split_state(state)
+        generator.load_state_dict(ema_state(state) if released and self.ema_decay else g_state)
         discriminator.load_state_dict(d_state)
         return generator, discriminator
+
+    def _labels(self, count: int) -> torch.Tensor | None:
+        """Balanced labels for ``count`` released images (class ``i % K``), or None."""
+        return torch.arange(count) % self.num_classes if self.conditional else None
 
     def initial_arrays(self) -> ArrayRecord:
         """Seeded DCGAN initialisation; D is checked by Opacus's ModuleValidator here."""
@@ -287,7 +322,10 @@ class DCGANTask:
                 # (D step, then the G step through D); fail once, on the server.
                 raise ValueError("--grad-sample-mode ew cannot train the DCGAN discriminator "
                                  "(it is called twice per step); use hooks or functorch")
-        return ArrayRecord(joint_state(generator, discriminator))
+        joint = joint_state(generator, discriminator)
+        if self.ema_decay:
+            joint = with_ema(joint, generator.state_dict())
+        return ArrayRecord(joint)
 
     # --- client ----------------------------------------------------------------------
     def train(
@@ -303,9 +341,16 @@ class DCGANTask:
         g_anchor = ProximalAnchor(generator, proximal_mu)
         d_anchor = ProximalAnchor(discriminator, proximal_mu)
         torch.manual_seed(self.seed * 1_000_003 + server_round * 1_009 + partition.index)
-        x = self._client_images(partition)
-        loader = DataLoader(TensorDataset(torch.from_numpy(x)), batch_size=self.batch_size,
-                            shuffle=True)
+        x, y = self._client_data(partition)
+        tensors = (torch.from_numpy(x), torch.from_numpy(y)) if self.conditional else (
+            torch.from_numpy(x),)
+        loader = DataLoader(TensorDataset(*tensors), batch_size=self.batch_size, shuffle=True)
+        ema = None
+        if self.ema_decay:
+            _, per_epoch = dp_sgd.poisson_plan(len(x), self.batch_size)
+            g_per_round = self.local_epochs * per_epoch // self.d_steps
+            ema = GeneratorEMA(ema_state(arrays.to_torch_state_dict()), self.ema_decay,
+                               first_step=(server_round - 1) * g_per_round)
         betas = (BETA1, 0.999)
         g_opt = torch.optim.Adam(generator.parameters(), lr=self.lr, betas=betas)
         d_opt = torch.optim.Adam(discriminator.parameters(), lr=self.d_lr, betas=betas)
@@ -323,14 +368,18 @@ class DCGANTask:
             d_anchor.pull(discriminator, self.d_lr)
 
         stats = gan_round(generator, d_module, loader, g_opt, d_opt, self.local_epochs,
-                          self.batch_size, self.real_label, pull if proximal_mu else None)
+                          self.batch_size, self.real_label, pull if proximal_mu else None,
+                          self.d_steps, ema)
         if self.keep_optimizer:
             save_optimizers(state, g_opt, d_opt)
         metrics = {k: stats[k] for k in self.client_metrics}
         metrics["loss"] = stats["d_loss"]
         if trainer is not None:
             metrics["epsilon"] = trainer.save()
-        return TrainResult(ArrayRecord(joint_state(generator, discriminator)), len(x), metrics)
+        joint = joint_state(generator, discriminator)
+        if ema is not None:
+            joint = with_ema(joint, ema.state)
+        return TrainResult(ArrayRecord(joint), len(x), metrics)
 
     def evaluate(self, arrays: ArrayRecord, partition: Partition) -> EvalResult:
         """The global G against the global D on generated images only (no real data)."""
@@ -339,7 +388,9 @@ class DCGANTask:
         discriminator.eval()
         torch.manual_seed(self.seed + 7919 * partition.index)
         with torch.no_grad():
-            logits = discriminator(generator(torch.randn(EVAL_FAKES, generator.latent_dim)))
+            y = torch.randint(self.num_classes, (EVAL_FAKES,)) if self.conditional else None
+            logits = discriminator(generator(torch.randn(EVAL_FAKES, generator.latent_dim), y),
+                                   y)
             g_loss = F.binary_cross_entropy_with_logits(logits, torch.ones(EVAL_FAKES))
         return EvalResult(EVAL_FAKES, {"loss": float(g_loss), "g_loss": float(g_loss),
                                        "d_fake_accuracy": float((logits < 0).float().mean())})
@@ -357,12 +408,21 @@ class DCGANTask:
         return gan_metrics.statistics(features)
 
     def generate(self, arrays: ArrayRecord, count: int, seed: int) -> np.ndarray:
-        """``count`` images of the global generator for a fixed noise seed."""
-        generator, _ = self._load(arrays)
+        """``count`` images (model range) of the released G for a fixed noise seed.
+
+        The released G is the EMA generator when ``--gan-ema`` is on; conditional models
+        draw class ``i % K`` for image ``i``.
+        """
+        generator, _ = self._load(arrays, released=True)
         generator.eval()
         z = torch.randn(count, generator.latent_dim, generator=torch.Generator().manual_seed(seed))
+        out = []
         with torch.no_grad():
-            return generator(z).numpy()
+            labels = self._labels(count)
+            for start in range(0, count, 1000):
+                y = None if labels is None else labels[start:start + 1000]
+                out.append(generator(z[start:start + 1000], y).numpy())
+        return np.concatenate(out) if out else np.zeros((0,), dtype=np.float32)
 
     def central_evaluate(self, server_round: int, arrays: ArrayRecord) -> dict[str, float]:
         """FID / Inception-style score of the global G; sample grid and weights saved."""
@@ -372,8 +432,10 @@ class DCGANTask:
         features, probs = self._reference.embed(fakes)
         fid = gan_metrics.frechet_distance(*gan_metrics.statistics(features), *self._real_stats)
         if self.run_dir is not None and server_round >= 0:
-            save_grid(self.generate(arrays, GRID_SIZE, self.seed),
-                      self.run_dir / "samples" / f"round_{server_round:03d}.png")
+            per_row = self.num_classes or None  # conditional: one column per class
+            count = 8 * self.num_classes if self.conditional else GRID_SIZE
+            save_grid(self.generate(arrays, count, self.seed),
+                      self.run_dir / "samples" / f"round_{server_round:03d}.png", per_row)
             joint = arrays.to_torch_state_dict()
             g_state, d_state = split_state(joint)
             for path, state in ((self.run_dir / "generator.pt", g_state),
@@ -383,8 +445,32 @@ class DCGANTask:
                 tmp = path.with_name(path.name + ".tmp")
                 torch.save(state, tmp)
                 tmp.replace(path)
-        return {"fid": fid, "inception_score": gan_metrics.inception_score(probs),
-                "reference_accuracy": self._reference.accuracy}
+        metrics = {"fid": fid, "inception_score": gan_metrics.inception_score(probs),
+                   "reference_accuracy": self._reference.accuracy}
+        if self.conditional:
+            metrics.update(self._tstr(arrays))
+        return metrics
+
+    @cached_property
+    def _real_data_accuracy(self) -> float:
+        """The non-private ceiling: the TSTR classifier trained on the real training data."""
+        model = cnn.fit(self.images.train_x, self.images.train_y, self.images.num_classes,
+                        epochs=TSTR_EPOCHS, seed=self.seed)
+        return cnn.score(model, self.images.test_x, self.images.test_y)["accuracy"]
+
+    def _tstr(self, arrays: ArrayRecord) -> dict[str, float]:
+        """Train on synthetic, test on real: the release's usefulness for classification.
+
+        A fresh small CNN learns only from as many generated labelled images as there
+        are real training images, with the same recipe as the ceiling, and is scored on
+        the server's real held-out split.
+        """
+        count = len(self.images.train_y)
+        x = self.generate(arrays, count, self.seed + 2)
+        y = self._labels(count).numpy()
+        model = cnn.fit(x, y, self.images.num_classes, epochs=TSTR_EPOCHS, seed=self.seed)
+        accuracy = cnn.score(model, self.images.test_x, self.images.test_y)["accuracy"]
+        return {"tstr_accuracy": accuracy, "real_data_accuracy": self._real_data_accuracy}
 
     # --- release and audit (fl_sim sample / fl_sim audit) ------------------------------
     def synthesize(self, arrays: ArrayRecord, count: int,
@@ -394,13 +480,10 @@ class DCGANTask:
         Labels (int64, balanced over the classes) exist only for a ``--conditional`` model;
         otherwise the second item is None. Deterministic for a given ``seed``.
         """
-        generator, _ = self._load(arrays)
-        generator.eval()
-        rng = torch.Generator().manual_seed(seed)
-        z = torch.randn(count, generator.latent_dim, generator=rng)
-        with torch.no_grad():
-            images = generator(z).numpy()
-        return ((images + 1.0) / 2.0).clip(0.0, 1.0).astype(np.float32), None
+        images = self.generate(arrays, count, seed)
+        labels = self._labels(count)
+        return (((images + 1.0) / 2.0).clip(0.0, 1.0).astype(np.float32),
+                None if labels is None else labels.numpy().astype(np.int64))
 
     def discriminator_logits(self, arrays: ArrayRecord, images: np.ndarray,
                              labels: np.ndarray | None = None,
@@ -411,11 +494,15 @@ class DCGANTask:
         """
         _, discriminator = self._load(arrays)
         discriminator.eval()
+        if self.conditional and labels is None:
+            raise ValueError("a conditional discriminator needs the images' labels")
         out = []
         with torch.no_grad():
             for start in range(0, len(images), batch_size):
                 batch = torch.as_tensor(images[start:start + batch_size])
-                out.append(discriminator(batch).numpy())
+                y = (torch.as_tensor(labels[start:start + batch_size])
+                     if self.conditional else None)
+                out.append(discriminator(batch, y).numpy())
         return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
     def member_data(self, client: int | None = None) -> tuple[np.ndarray, np.ndarray]:

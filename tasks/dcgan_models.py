@@ -8,6 +8,12 @@ example on its own. The generator never sees real data, so it may keep BatchNorm
 
 Supported sides: 28 (7 -> 14 -> 28, MNIST's own size), 32 (4 -> 8 -> 16 -> 32) and
 64 (4 -> ... -> 64).
+
+Class-conditional variant (``num_classes > 0``, Mirza & Osindero's cGAN in DCGAN form):
+the generator reads ``[z; one_hot(y)]``; the discriminator reads the image with
+``num_classes`` extra constant channels, one-hot of the label. Both are plain conv
+inputs, so the label is part of each example and of its per-sample gradient: under
+DP-SGD the labels are protected exactly like the pixels.
 """
 
 from __future__ import annotations
@@ -47,16 +53,19 @@ class Generator(nn.Module):
         Feature maps of the last hidden layer; earlier layers double it.
     latent_dim : int
         Size of the noise vector z.
+    num_classes : int
+        0: unconditional; K > 0: ``forward(z, y)`` draws images of classes ``y``.
     """
 
     def __init__(self, image_size: int, channels: int, width: int = 32,
-                 latent_dim: int = LATENT_DIM) -> None:
+                 latent_dim: int = LATENT_DIM, num_classes: int = 0) -> None:
         super().__init__()
         start, ups = _plan(image_size)
         self.latent_dim = latent_dim
+        self.num_classes = num_classes
         widths = [width * 2 ** (ups - 1 - i) for i in range(ups)]
         layers: list[nn.Module] = [
-            nn.ConvTranspose2d(latent_dim, widths[0], start, 1, 0, bias=False),
+            nn.ConvTranspose2d(latent_dim + num_classes, widths[0], start, 1, 0, bias=False),
             nn.BatchNorm2d(widths[0]), nn.ReLU(True),
         ]
         for w_in, w_out in zip(widths, widths[1:]):
@@ -65,8 +74,11 @@ class Generator(nn.Module):
         layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1, bias=False), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z.view(len(z), self.latent_dim, 1, 1))
+    def forward(self, z: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        z = z.view(len(z), self.latent_dim)
+        if self.num_classes:
+            z = torch.cat([z, one_hot(y, self.num_classes)], dim=1)
+        return self.net(z.view(len(z), -1, 1, 1))
 
 
 class Discriminator(nn.Module):
@@ -77,13 +89,17 @@ class Discriminator(nn.Module):
     image_size, channels, width
         As for :class:`Generator`; the first layer has ``width`` feature maps and each
         stride-2 layer doubles them.
+    num_classes : int
+        0: unconditional; K > 0: ``forward(x, y)`` judges "real image of class y".
     """
 
-    def __init__(self, image_size: int, channels: int, width: int = 32) -> None:
+    def __init__(self, image_size: int, channels: int, width: int = 32,
+                 num_classes: int = 0) -> None:
         super().__init__()
         start, downs = _plan(image_size)
+        self.num_classes = num_classes
         widths = [width * 2 ** i for i in range(downs)]
-        layers: list[nn.Module] = [nn.Conv2d(channels, widths[0], 4, 2, 1),
+        layers: list[nn.Module] = [nn.Conv2d(channels + num_classes, widths[0], 4, 2, 1),
                                    nn.LeakyReLU(0.2)]
         for w_in, w_out in zip(widths, widths[1:]):
             layers += [nn.Conv2d(w_in, w_out, 4, 2, 1, bias=False),
@@ -91,8 +107,18 @@ class Discriminator(nn.Module):
         layers += [nn.Conv2d(widths[-1], 1, start, 1, 0)]
         self.net = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        if self.num_classes:
+            planes = one_hot(y, self.num_classes)[:, :, None, None]
+            x = torch.cat([x, planes.expand(-1, -1, *x.shape[2:])], dim=1)
         return self.net(x).view(-1)
+
+
+def one_hot(y: torch.Tensor | None, num_classes: int) -> torch.Tensor:
+    """Float one-hot rows of labels ``y``; a conditional network refuses missing labels."""
+    if y is None:
+        raise ValueError("a class-conditional network needs labels y")
+    return nn.functional.one_hot(y.long(), num_classes).float()
 
 
 def dcgan_init(module: nn.Module) -> None:
@@ -107,11 +133,12 @@ def dcgan_init(module: nn.Module) -> None:
             nn.init.zeros_(layer.bias)
 
 
-def build_pair(image_size: int, channels: int, width: int, seed: int) -> tuple[Generator, Discriminator]:
+def build_pair(image_size: int, channels: int, width: int, seed: int,
+               num_classes: int = 0) -> tuple[Generator, Discriminator]:
     """A seeded, initialised (G, D): identical in every process for the same seed."""
     torch.manual_seed(seed)
-    generator = Generator(image_size, channels, width)
-    discriminator = Discriminator(image_size, channels, width)
+    generator = Generator(image_size, channels, width, num_classes=num_classes)
+    discriminator = Discriminator(image_size, channels, width, num_classes=num_classes)
     dcgan_init(generator)
     dcgan_init(discriminator)
     return generator, discriminator
