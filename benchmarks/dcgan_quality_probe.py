@@ -3,8 +3,8 @@
 Why: a full run costs minutes of Ray start-up and evaluation; this trains the clients one
 after another with :meth:`tasks.dcgan.DCGANTask.train` (so DP, Poisson sampling, the
 accountant and the kept Adam states are exactly the task's), averages them weighted by
-examples as FedAvg does, prints the clients' mean metrics and writes the fixed-noise grid
-of every round, so settings can be compared by eye within a few minutes.
+examples as FedAvg does, prints the clients' mean metrics and the server's (FID, ...) and
+writes the task's own fixed-noise grid of every round (``OUT_DIR/samples``), so settings can be compared by eye within a few minutes.
 
 Usage::
 
@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,7 +26,6 @@ from flwr.app import ArrayRecord, RecordDict
 from fl_sim.config import RunConfig
 from tasks.base import Partition
 from tasks.dcgan import DCGANTask
-from tasks.images import save_grid
 
 
 def main(out: str, rounds: int, overrides: dict) -> None:
@@ -49,8 +47,9 @@ def main(out: str, rounds: int, overrides: dict) -> None:
             .to(dicts[0][k].dtype) for k in dicts[0]})
         means = {k: round(float(np.mean([r.metrics[k] for r in results])), 3)
                  for k in results[0].metrics}
-        print(server_round, f"{time.time() - start:.0f}s", means, flush=True)
-        save_grid(task.generate(arrays, 64, task.seed), Path(out) / f"r{server_round:03d}.png")
+        server = task.central_evaluate(server_round, arrays)
+        print(server_round, f"{time.time() - start:.0f}s", means,
+              {k: round(v, 3) for k, v in server.items()}, flush=True)
 
 
 if __name__ == "__main__":

@@ -228,6 +228,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("gan-d-steps", "--gan-d-steps",
            "discriminator steps per generator step (privacy is spent per D step)",
            _at_least(1)),
+    Option("gan-d-beta1", "--gan-d-beta1",
+           "D's Adam beta1 (DCGAN: 0.5); larger averages DP noise over more steps",
+           lambda v: None if 0 <= v < 1 else f"must be in [0, 1) (got {v})"),
+    Option("gan-g-steps", "--gan-g-steps",
+           "generator steps after each D step (free: G is post-processing of D)",
+           _at_least(1)),
     Option("gan-ema", "--gan-ema",
            "decay of the EMA of G's weights used for samples and release (0: off)",
            lambda v: None if 0 <= v < 1 else f"must be in [0, 1) (got {v})"),
@@ -337,6 +343,8 @@ class RunConfig:
     gan_real_label: float
     gan_width: int
     gan_d_steps: int
+    gan_d_beta1: float
+    gan_g_steps: int
     gan_ema: float
     # --- class-conditional DP-DCGAN (issue 8) ---
     conditional: bool
@@ -372,6 +380,7 @@ class RunConfig:
         _check_scale(values)
         _check_data_source(values)
         _check_disguise_mapping(values)
+        _check_conditional(values)
         names = {f.name for f in fields(cls)}
         return cls(**{_attr(k): v for k, v in values.items() if _attr(k) in names})
 
@@ -498,3 +507,10 @@ def _check_disguise_mapping(values: Mapping[str, Any]) -> None:
                       dataset_classes(values["dataset"], values["data-dir"]))
     except MappingError as error:
         raise ConfigError(error.key, str(error)) from None
+
+
+# --- class-conditional DP-DCGAN (issue 8) ---
+def _check_conditional(values: Mapping[str, Any]) -> None:
+    """``--conditional`` is a dcgan setting; elsewhere it would be silently ignored."""
+    if values["conditional"] and values["task"] != "dcgan":
+        raise ConfigError("conditional", f"is for --task dcgan only (got --task {values['task']})")

@@ -121,7 +121,7 @@ def gan_round(
     generator: Generator, discriminator: nn.Module, loader: DataLoader,
     g_opt: torch.optim.Optimizer, d_opt: torch.optim.Optimizer, epochs: int, fakes: int,
     real_label: float = 1.0, after_step: Callable[[], None] | None = None,
-    d_steps: int = 1, ema: GeneratorEMA | None = None,
+    d_steps: int = 1, ema: GeneratorEMA | None = None, g_steps: int = 1,
 ) -> dict[str, float]:
     """Local GAN training; ``discriminator`` may be an Opacus-wrapped module.
 
@@ -131,7 +131,9 @@ def gan_round(
     its average. More D steps per G step let a noisy private D keep up with G; they cost
     no extra privacy per epoch (privacy is spent per D step, i.e. per Poisson batch).
     ``real_label`` < 1 is one-sided label smoothing. ``after_step`` runs after each D
-    step (FedProx's proximal pull). Conditional networks (``num_classes > 0``) take the
+    step (FedProx's proximal pull). ``g_steps`` > 1 takes that many G steps each time
+    (the first on the last fakes, the others on fresh ones): G's steps are
+    post-processing of the private D, so they add progress without spending privacy. Conditional networks (``num_classes > 0``) take the
     loader's labels with the real images and uniformly drawn labels with the fakes.
 
     Returns
@@ -144,7 +146,7 @@ def gan_round(
     discriminator.train()
     classes = generator.num_classes
     sums = {"d_loss": 0.0, "g_loss": 0.0, "d_real_accuracy": 0.0, "d_fake_accuracy": 0.0}
-    real_seen = steps = g_steps = 0
+    real_seen = steps = g_taken = 0
     ones = torch.ones(fakes)
     for _ in range(epochs):
         for batch in loader:
@@ -160,7 +162,10 @@ def gan_round(
             d_loss.backward()
             d_opt.step()
             steps += 1
-            if steps % d_steps == 0:
+            for repeat in range(g_steps if steps % d_steps == 0 else 0):
+                if repeat:
+                    y_fake = torch.randint(classes, (fakes,)) if classes else None
+                    fake = generator(torch.randn(fakes, generator.latent_dim), y_fake)
                 with dp_sgd.frozen(discriminator):
                     g_opt.zero_grad(set_to_none=True)
                     g_loss = F.binary_cross_entropy_with_logits(
@@ -170,7 +175,7 @@ def gan_round(
                 if ema is not None:
                     ema.update(generator)
                 sums["g_loss"] += float(g_loss.detach())
-                g_steps += 1
+                g_taken += 1
             if after_step is not None:
                 after_step()
             with torch.no_grad():
@@ -180,11 +185,11 @@ def gan_round(
             sums["d_loss"] += float(d_loss.detach())
             real_seen += b
     result = {k: sums[k] / max(steps, 1) for k in ("d_loss", "d_fake_accuracy")}
-    result["g_loss"] = sums["g_loss"] / max(g_steps, 1)
+    result["g_loss"] = sums["g_loss"] / max(g_taken, 1)
     result["d_real_accuracy"] = sums["d_real_accuracy"] / max(real_seen, 1)
     result["images"] = float(real_seen)
     result["steps"] = float(steps)
-    result["g_steps"] = float(g_steps)
+    result["g_steps"] = float(g_taken)
     return result
 
 
@@ -206,6 +211,7 @@ class DCGANTask:
         self.batch_size = int(config["batch-size"])
         self.lr = float(config["lr"])
         self.d_lr = float(config["gan-d-lr"]) or self.lr
+        self.d_beta1 = float(config["gan-d-beta1"])
         self.keep_optimizer = bool(config["gan-keep-optimizer"])
         self.real_label = float(config["gan-real-label"])
         self.width = int(config["gan-width"])
@@ -220,6 +226,7 @@ class DCGANTask:
         self.run_dir = Path(config["run-dir"]) if config.get("run-dir") else None
         self.conditional = bool(config["conditional"])
         self.d_steps = int(config["gan-d-steps"])
+        self.g_steps = int(config["gan-g-steps"])
         self.ema_decay = float(config["gan-ema"])
         if self.conditional:
             self.server_metrics = (*type(self).server_metrics, *TSTR_METRICS)
@@ -348,12 +355,13 @@ class DCGANTask:
         ema = None
         if self.ema_decay:
             _, per_epoch = dp_sgd.poisson_plan(len(x), self.batch_size)
-            g_per_round = self.local_epochs * per_epoch // self.d_steps
+            g_per_round = self.local_epochs * per_epoch // self.d_steps * self.g_steps
             ema = GeneratorEMA(ema_state(arrays.to_torch_state_dict()), self.ema_decay,
                                first_step=(server_round - 1) * g_per_round)
         betas = (BETA1, 0.999)
         g_opt = torch.optim.Adam(generator.parameters(), lr=self.lr, betas=betas)
-        d_opt = torch.optim.Adam(discriminator.parameters(), lr=self.d_lr, betas=betas)
+        d_opt = torch.optim.Adam(discriminator.parameters(), lr=self.d_lr,
+                                 betas=(self.d_beta1, 0.999))
         if self.keep_optimizer:
             load_optimizers(state, g_opt, d_opt)
         trainer = None
@@ -369,7 +377,7 @@ class DCGANTask:
 
         stats = gan_round(generator, d_module, loader, g_opt, d_opt, self.local_epochs,
                           self.batch_size, self.real_label, pull if proximal_mu else None,
-                          self.d_steps, ema)
+                          self.d_steps, ema, self.g_steps)
         if self.keep_optimizer:
             save_optimizers(state, g_opt, d_opt)
         metrics = {k: stats[k] for k in self.client_metrics}
