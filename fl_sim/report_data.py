@@ -24,6 +24,7 @@ SAMPLE_GRID = re.compile(r"round_(\d+)\.png$")
 # Server evaluation of the global model first, then the clients' aggregated evaluation.
 MAIN_METRICS: tuple[tuple[str, bool], ...] = (
     ("server_accuracy", True),
+    ("server_tstr_accuracy", True),  # conditional dcgan: what the synthetic data is worth
     ("server_fid", False),
     ("server_reference_accuracy", True),
     ("server_inception_score", True),
