@@ -94,8 +94,8 @@ def check_arguments(run_dir: Path, server_round: int | None, client: int | None,
         With a message naming the problem (missing run, non-dcgan run, missing round,
         client out of range, counts <= 0, missing synthetic file).
     """
-    if members <= 0:
-        raise AuditError(f"--members must be > 0, got {members}")
+    if members < 2:  # each half (threshold choice, evaluation) needs one of each side
+        raise AuditError(f"--members must be >= 2, got {members}")
     if synthetic <= 0:
         raise AuditError(f"--synthetic must be > 0, got {synthetic}")
     settings = settings_of(run_dir)
@@ -143,6 +143,9 @@ def run_audit(run_dir: str | Path, server_round: int | None = None, client: int 
     in_x, in_y = task.member_data(client)
     out_x, out_y = task.holdout_data()
     count = min(members, len(in_x), len(out_x))
+    if count < 2:
+        raise AuditError(f"--client {client}: only {len(in_x)} training images and "
+                         f"{len(out_x)} held-out images; the audit needs 2 of each")
     rng = np.random.default_rng(seed)
     in_x, in_y = _subset(in_x, in_y, count, rng)
     out_x, out_y = _subset(out_x, out_y, count, rng)

@@ -190,7 +190,8 @@ def test_bad_arguments_exit_2_with_one_clear_line(run_dir: Path, tmp_path: Path,
     _fails(["audit", run, "--round", "7"], capsys, "--round 7 does not exist", "0..1")
     _fails(["audit", run, "--client", "2"], capsys, "--client", "0..1")
     _fails(["audit", run, "--client", "-1"], capsys, "--client")
-    _fails(["audit", run, "--members", "0"], capsys, "--members must be > 0")
+    _fails(["audit", run, "--members", "0"], capsys, "--members must be >= 2")
+    _fails(["audit", run, "--members", "1"], capsys, "--members must be >= 2")
     _fails(["audit", run, "--synthetic", "-5"], capsys, "--synthetic must be > 0")
     _fails(["audit", run, "--synthetic-file", str(tmp_path / "x.npz")], capsys,
            "--synthetic-file", "does not exist")
