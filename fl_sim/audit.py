@@ -23,6 +23,7 @@ epsilon of the audited round. Results go to ``RUN_DIR/audit.json`` and the ROC p
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,7 @@ def load_synthetic(path: str | Path, image_shape: tuple[int, ...]) -> tuple[np.n
                                  f"(arrays: {', '.join(names)})")
             images = np.asarray(data[key], np.float32)
             labels = np.asarray(data["labels"]) if "labels" in names else None
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         if isinstance(error, AuditError):
             raise
         raise AuditError(f"--synthetic-file: cannot read {path} as .npz ({error})") from None

@@ -201,6 +201,9 @@ def test_bad_arguments_exit_2_with_one_clear_line(run_dir: Path, tmp_path: Path,
     (tmp_path / "junk.npz").write_text("not a zip")
     _fails(["audit", run, "--members", "20", "--synthetic-file", str(tmp_path / "junk.npz")],
            capsys, "--synthetic-file", "cannot read")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    _fails(["audit", run, "--members", "20", "--synthetic-file", str(tmp_path / "empty.npz")],
+           capsys, "--synthetic-file", "cannot read")
     other = tmp_path / "regression"
     other.mkdir()
     (other / "config.json").write_text(json.dumps({"settings": {"task": "regression"}}))
