@@ -209,3 +209,27 @@ def test_bad_arguments_exit_2_with_one_clear_line(run_dir: Path, tmp_path: Path,
     (other / "config.json").write_text(json.dumps({"settings": {"task": "regression"}}))
     _fails(["audit", str(other)], capsys, "'regression' run", "only dcgan")
     assert not (run_dir / "audit.json").exists()
+
+
+def test_conditional_model_gets_labels_and_class_matched_distances(tmp_path: Path) -> None:
+    """Runs once --conditional is merged (tasks/dcgan.py); skipped before."""
+    from fl_sim import mia
+    from fl_sim.audit import _subset
+    from fl_sim.config import defaults
+
+    if "conditional" not in defaults():
+        pytest.skip("needs the --conditional DCGAN")
+    run = make_dcgan_run(tmp_path / "cond", conditional=True)
+    task = load_task(run, need="discriminator_logits")
+    fakes, labels = task.synthesize(arrays_at(run)[1], 300, 1)
+    assert labels is not None
+    np.savez(tmp_path / "release.npz", images=fakes, labels=labels)
+    record = run_audit(run, members=100, synthetic_file=str(tmp_path / "release.npz"), seed=5)
+    assert record["settings"]["conditional"] is True
+    # the distance attack measured to the nearest synthetic image of the same label
+    rng = np.random.default_rng(5)
+    in_x, in_y = _subset(*task.member_data(), 100, rng)
+    out_x, out_y = _subset(*task.holdout_data(), 100, rng)
+    expected = mia.auc(-mia.nearest_distances_by_class((in_x + 1) / 2, in_y, fakes, labels),
+                       -mia.nearest_distances_by_class((out_x + 1) / 2, out_y, fakes, labels))
+    assert record["attacks"]["distance"]["auc"] == pytest.approx(expected)
