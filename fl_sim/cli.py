@@ -106,6 +106,27 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--deploy-timeout", type=float, default=3600.0,
                         help="seconds to wait for the run to finish (default: 3600)")
     deploy.set_defaults(handler=cmd_deploy)
+    # --- membership-inference audit (issue 8) ---
+    audit = commands.add_parser(
+        "audit", help="membership-inference audit of a dcgan run: ROC AUC, TPR at 1%% FPR, "
+        "empirical epsilon lower bound vs the accounted epsilon",
+        description="Attack the run's models with training images (members) vs held-out "
+        "images (non-members); writes RUN_DIR/audit.json and RUN_DIR/report/audit_roc.png.",
+    )
+    audit.add_argument("run_dir", metavar="RUN_DIR", help="a dcgan run folder")
+    audit.add_argument("--round", type=int, default=None, dest="audit_round",
+                       help="round whose models to audit (default: the last kept round)")
+    audit.add_argument("--client", type=int, default=None,
+                       help="members are this client's training images (default: all clients')")
+    audit.add_argument("--members", type=int, default=1000,
+                       help="members and non-members each, at most what exists (default: 1000)")
+    audit.add_argument("--synthetic", type=int, default=10000,
+                       help="samples drawn for the distance attack (default: 10000)")
+    audit.add_argument("--synthetic-file", default=None, metavar="PATH.npz",
+                       help="use the images of an `fl_sim sample` file instead of drawing them")
+    audit.add_argument("--seed", type=int, default=0, help="subsets, halves and samples (default: 0)")
+    audit.set_defaults(handler=cmd_audit)
+    # --- end membership-inference audit ---
     return parser
 
 
@@ -311,6 +332,25 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         print(f"fl_sim: run ended {status}; see {cfg.run_dir}/deploy/", file=sys.stderr)
         return 1
     print_summary(Path(cfg.run_dir))
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """``fl_sim audit RUN_DIR`` (:mod:`fl_sim.audit`); bad arguments exit 2."""
+    from fl_sim.audit import AuditError, run_audit
+    from fl_sim.audit_report import print_audit
+    from fl_sim.run_folder import RunFolderError
+
+    try:
+        record = run_audit(Path(args.run_dir), args.audit_round, args.client, args.members,
+                           args.synthetic, args.synthetic_file, args.seed)
+    except RunFolderError as error:
+        return fail(f"RUN_DIR: {error}")
+    except AuditError as error:
+        return fail(str(error))
+    print_audit(record)
+    print(f"audit: {Path(args.run_dir) / 'audit.json'}")
+    _report_quietly(Path(args.run_dir))
     return 0
 
 

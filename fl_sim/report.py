@@ -16,7 +16,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from fl_sim import report_html  # noqa: E402
+from fl_sim import audit_report, report_html  # noqa: E402
 from fl_sim.report_data import RunData, load_run  # noqa: E402
 from fl_sim.report_plots import build_plots, pretty  # noqa: E402
 
@@ -117,11 +117,16 @@ def make_report(run_dir: Path | str, out_dir: Path | str | None = None) -> Path:
         plot.figure.savefig(path, dpi=DPI)
         plt.close(plot.figure)
         figures.append((path, plot.caption))
+    extra = [("Final models", final_models_table(run))] if not run.clients.empty else []
+    audit = audit_report.load_audit(run.path)  # fl_sim audit ran: its figure and table
+    if audit is not None:
+        figures.append((audit_report.write_roc_figure(audit, out / "audit_roc.png"),
+                        audit_report.caption(audit)))
+        extra.append(("Membership-inference audit", audit_report.html_table(audit)))
     title = f"fl-sim run {run.name}"
     page = report_html.page(
         title, key_numbers(run), figures, run.settings, notes(run),
-        extra_tables=[("Final models", final_models_table(run))] if not run.clients.empty else [],
-        config=run.config,
+        extra_tables=extra, config=run.config,
     )
     index = out / "index.html"
     index.write_text(page, encoding="utf-8")
