@@ -212,13 +212,10 @@ def test_bad_arguments_exit_2_with_one_clear_line(run_dir: Path, tmp_path: Path,
 
 
 def test_conditional_model_gets_labels_and_class_matched_distances(tmp_path: Path) -> None:
-    """Runs once --conditional is merged (tasks/dcgan.py); skipped before."""
+    """A conditional D is scored with the true labels; distances stay within a class."""
     from fl_sim import mia
     from fl_sim.audit import _subset
-    from fl_sim.config import defaults
 
-    if "conditional" not in defaults():
-        pytest.skip("needs the --conditional DCGAN")
     run = make_dcgan_run(tmp_path / "cond", conditional=True)
     task = load_task(run, need="discriminator_logits")
     fakes, labels = task.synthesize(arrays_at(run)[1], 300, 1)
