@@ -270,3 +270,16 @@ def test_default_output_goes_inside_the_run_folder(plain_run, capsys):
     assert main(["sample", str(plain_run), "--n", "4"]) == 0
     assert _images(plain_run / "synthetic.npz").shape == (4, 1, 28, 28)
     assert json.loads((plain_run / "synthetic.json").read_text())["run_id"] == "plain"
+
+
+@pytest.mark.slow
+def test_python_m_fl_sim_sample_as_a_process(dp_run, tmp_path):
+    from tests.conftest import run_cli
+
+    done = run_cli("sample", str(dp_run), "--n", "12", "--out", str(tmp_path / "p.npz"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "wrote 12 images" in done.stdout and _images(tmp_path / "p.npz").shape[0] == 12
+    bad = run_cli("sample", str(dp_run), "--round", "5")
+    assert bad.returncode == 2
+    assert bad.stderr.strip().startswith("fl_sim: error: --round: round 5")
+    assert len(bad.stderr.strip().splitlines()) == 1
