@@ -245,13 +245,11 @@ def _client_level_epsilon(run_dir: Path, server_round: int) -> float | None:
     path = run_dir / "privacy.csv"
     if not path.exists():
         return None
-    best = None
     with path.open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            value = row.get("epsilon") or ""
-            if value and int(row["round"]) <= server_round and math.isfinite(float(value)):
-                best = max(float(value), best if best is not None else float(value))
-    return best
+        spent = [float(row["epsilon"]) for row in csv.DictReader(handle)
+                 if row.get("epsilon") and int(row["round"]) <= server_round]
+    spent = [e for e in spent if math.isfinite(e)]
+    return max(spent) if spent else None
 
 
 # --- writing ---------------------------------------------------------------------------
@@ -371,7 +369,7 @@ def _chain(first: np.ndarray, first_labels: np.ndarray | None,
 
 def _counts(labels: np.ndarray) -> dict[int, int]:
     values, counts = np.unique(labels, return_counts=True)
-    return {int(v): int(c) for v, c in zip(values, counts)}
+    return {int(v): int(c) for v, c in zip(values, counts, strict=True)}
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
