@@ -127,6 +127,26 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--seed", type=int, default=0, help="subsets, halves and samples (default: 0)")
     audit.set_defaults(handler=cmd_audit)
     # --- end membership-inference audit ---
+    # --- release (issue 8: fl_sim sample) ---
+    sample = commands.add_parser(
+        "sample", help="release synthetic data from a dcgan run's generator (npz or PNG folder)",
+        description="Write N images of a run's generator (last round or --round K) with a "
+        "metadata JSON: run id, round, epsilon at delta, seed. Same arguments, same bytes.",
+    )
+    sample.add_argument("run_dir", metavar="RUN_DIR", help="a dcgan run folder")
+    sample.add_argument("--n", type=int, default=10_000, help="number of images (default: 10000)")
+    sample.add_argument("--out", default=None,
+                        help="npz file, or folder for png-folder (default: RUN_DIR/synthetic.npz "
+                             "or RUN_DIR/synthetic/)")
+    sample.add_argument("--round", type=int, default=None, dest="round",
+                        help="round whose generator to use (default: the last kept round)")
+    sample.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")
+    sample.add_argument("--format", default="npz", dest="fmt",
+                        help="npz (float32 images in [0, 1], int64 labels) or png-folder "
+                             "(one sub-folder per class) (default: npz)")
+    sample.add_argument("--force", action="store_true",
+                        help="replace an existing --out (a folder only if it is a release)")
+    sample.set_defaults(handler=cmd_sample)
     return parser
 
 
@@ -351,6 +371,20 @@ def cmd_audit(args: argparse.Namespace) -> int:
     print_audit(record)
     print(f"audit: {Path(args.run_dir) / 'audit.json'}")
     _report_quietly(Path(args.run_dir))
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    """``fl_sim sample RUN_DIR``: arguments are checked before any image is generated."""
+    from fl_sim.export import ExportError, plan_release, summary_line, write_release
+
+    try:
+        plan, task, arrays = plan_release(args.run_dir, args.n, args.out, args.round,
+                                          args.seed, args.fmt, args.force)
+    except ExportError as error:
+        return fail(str(error))
+    meta = write_release(plan, task, arrays)
+    print(summary_line(meta, plan.out, plan.metadata_path))
     return 0
 
 
