@@ -23,6 +23,7 @@ from flwr.app import ArrayRecord, RecordDict
 from tasks import cnn, dp_sgd
 from tasks import data as image_data
 from tasks.base import EvalResult, Partition, TrainResult
+from tasks.image_task import PrivateImageTask
 from tasks.proximal import ProximalAnchor
 from tasks.registry import register
 
@@ -36,7 +37,7 @@ def local_split(n: int, seed: int, index: int) -> tuple[np.ndarray, np.ndarray]:
     return np.sort(order[held:]), np.sort(order[:held])
 
 
-class ImageClassifierBase:
+class ImageClassifierBase(PrivateImageTask):
     """FedAvg training of a SmallCNN on labelled images; subclasses choose the data.
 
     Subclasses implement :meth:`train_data` (all clients' training images and labels as
@@ -49,27 +50,7 @@ class ImageClassifierBase:
     client_metrics: tuple[str, ...] = ()
     server_metrics: tuple[str, ...] = ("loss", "accuracy")
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
-        self.config = dict(config)
-        self.seed = int(config["seed"])
-        self.rounds = int(config["num-server-rounds"])
-        self.local_epochs = int(config["local-epochs"])
-        self.batch_size = int(config["batch-size"])
-        self.lr = float(config["lr"])
-        self.clients = int(config["clients"])
-        self.dataset = str(config["dataset"])
-        self.data_dir = str(config["data-dir"])
-        self.image_size = int(config["image-size"])
-        self.partition = str(config["partition"])
-        self.alpha = float(config["dirichlet-alpha"])
-        self.dp = bool(config["dp"])
-        self.target_epsilon = float(config["target-epsilon"])
-
-    # --- data (lazy: the task is built in every process) ------------------------------
-    @cached_property
-    def images(self) -> image_data.ImageData:
-        return image_data.load_images(self.dataset, self.data_dir, self.image_size, self.seed)
-
+    # --- data: settings and ``images`` come from PrivateImageTask ----------------------
     num_classes: int
 
     def train_data(self) -> tuple[np.ndarray, np.ndarray]:
@@ -103,26 +84,6 @@ class ImageClassifierBase:
             rate, per_epoch = dp_sgd.poisson_plan(len(train), self.batch_size)
             plans.append((rate, self.rounds * self.local_epochs * per_epoch))
         return plans
-
-    @cached_property
-    def noise_multiplier(self) -> float:
-        """``--noise-multiplier``, or the smallest that keeps every client under the target."""
-        if not self.dp or self.target_epsilon <= 0:
-            return float(self.config["noise-multiplier"])
-        return max(dp_sgd.noise_for_target(self.target_epsilon, float(self.config["delta"]),
-                                           rate, steps, str(self.config["accountant"]))
-                   for rate, steps in self._plans())
-
-    @property
-    def dp_settings(self) -> dp_sgd.DPSettings | None:
-        if not self.dp:
-            return None
-        return dp_sgd.DPSettings(
-            noise_multiplier=self.noise_multiplier,
-            max_grad_norm=float(self.config["max-grad-norm"]),
-            delta=float(self.config["delta"]), accountant=str(self.config["accountant"]),
-            grad_sample_mode=str(self.config["grad-sample-mode"]),
-        )
 
     @property
     def resolved(self) -> dict[str, Any]:

@@ -43,6 +43,7 @@ from tasks import cnn, dp_sgd, gan_metrics
 from tasks.base import EvalResult, Partition, TrainResult
 from tasks.dcgan_models import Discriminator, Generator, build_pair
 from tasks.gan_ema import GeneratorEMA, ema_state, with_ema
+from tasks.image_task import PrivateImageTask
 from tasks.images import save_grid
 from tasks.proximal import ProximalAnchor
 from tasks.registry import register
@@ -194,7 +195,7 @@ def gan_round(
 
 
 @register("dcgan")
-class DCGANTask:
+class DCGANTask(PrivateImageTask):
     """DP-DCGAN across clients; see the module docstring for the privacy argument."""
 
     defaults: Mapping[str, float | int] = {
@@ -204,25 +205,12 @@ class DCGANTask:
     server_metrics = ("fid", "inception_score", "reference_accuracy")
 
     def __init__(self, config: Mapping[str, Any]) -> None:
-        self.config = dict(config)
-        self.seed = int(config["seed"])
-        self.rounds = int(config["num-server-rounds"])
-        self.local_epochs = int(config["local-epochs"])
-        self.batch_size = int(config["batch-size"])
-        self.lr = float(config["lr"])
+        super().__init__(config)
         self.d_lr = float(config["gan-d-lr"]) or self.lr
         self.d_beta1 = float(config["gan-d-beta1"])
         self.keep_optimizer = bool(config["gan-keep-optimizer"])
         self.real_label = float(config["gan-real-label"])
         self.width = int(config["gan-width"])
-        self.clients = int(config["clients"])
-        self.dataset = str(config["dataset"])
-        self.data_dir = str(config["data-dir"])
-        self.image_size = int(config["image-size"])
-        self.partition = str(config["partition"])
-        self.alpha = float(config["dirichlet-alpha"])
-        self.dp = bool(config["dp"])
-        self.target_epsilon = float(config["target-epsilon"])
         self.run_dir = Path(config["run-dir"]) if config.get("run-dir") else None
         self.conditional = bool(config["conditional"])
         self.d_steps = int(config["gan-d-steps"])
@@ -230,17 +218,8 @@ class DCGANTask:
         self.ema_decay = float(config["gan-ema"])
         if self.conditional:
             self.server_metrics = (*type(self).server_metrics, *TSTR_METRICS)
-        self._dp_settings = dict(
-            max_grad_norm=float(config["max-grad-norm"]), delta=float(config["delta"]),
-            accountant=str(config["accountant"]),
-            grad_sample_mode=str(config["grad-sample-mode"]),
-        )
 
-    # --- data and plan (lazy: the task is built in every process) -------------------
-    @cached_property
-    def images(self) -> image_data.ImageData:
-        return image_data.load_images(self.dataset, self.data_dir, self.image_size, self.seed)
-
+    # --- data and plan (``images``, ``noise_multiplier``: PrivateImageTask) ------------
     def _client_data(self, partition: Partition) -> tuple[np.ndarray, np.ndarray]:
         return image_data.client_partition(
             self.dataset, self.data_dir, self.image_size, self.seed, partition.count,
@@ -255,24 +234,8 @@ class DCGANTask:
         return image_data.partition_indices(self.images.train_y, self.clients, self.partition,
                                             self.alpha, self.seed)
 
-    @cached_property
-    def noise_multiplier(self) -> float:
-        """``--noise-multiplier``, or the one ``--target-epsilon`` implies for the run.
-
-        With a target, every client's planned run (rounds x local epochs x its Poisson
-        steps per epoch, at its own sample rate) gets the smallest sigma that keeps its
-        epsilon at ``--delta`` under the target; the largest of these is used, so no
-        client exceeds the target.
-        """
-        if not self.dp or self.target_epsilon <= 0:
-            return float(self.config["noise-multiplier"])
-        return max(
-            dp_sgd.noise_for_target(self.target_epsilon, self._dp_settings["delta"], rate,
-                                    steps, self._dp_settings["accountant"])
-            for rate, steps in set(self._plans())
-        )
-
     def _plans(self) -> list[tuple[float, int]]:
+        """Each client's sample rate and rounds x local epochs x Poisson steps per epoch."""
         plans = []
         for part in self.parts:
             rate, per_epoch = dp_sgd.poisson_plan(len(part), self.batch_size)
@@ -284,9 +247,10 @@ class DCGANTask:
         """Values derived from the flags, for config.json (the noise a target implies)."""
         if not self.dp:
             return {"dp": False}
-        sigma = self.noise_multiplier
-        planned = [dp_sgd.epsilon_of([(sigma, rate, steps)], self._dp_settings["delta"],
-                                     self._dp_settings["accountant"])
+        settings = self.dp_settings
+        sigma = settings.noise_multiplier
+        planned = [dp_sgd.epsilon_of([(sigma, rate, steps)], settings.delta,
+                                     settings.accountant)
                    for rate, steps in self._plans()]
         return {
             "noise-multiplier": sigma,
@@ -324,7 +288,7 @@ class DCGANTask:
         generator, discriminator = self._pair()
         if self.dp:
             dp_sgd.require_dp_compatible(discriminator)
-            if self._dp_settings["grad_sample_mode"] == "ew":
+            if self.config["grad-sample-mode"] == "ew":
                 # Expanded weights accumulate wrongly when D is called twice per step
                 # (D step, then the G step through D); fail once, on the server.
                 raise ValueError("--grad-sample-mode ew cannot train the DCGAN discriminator "
@@ -367,9 +331,7 @@ class DCGANTask:
         trainer = None
         d_module: nn.Module = discriminator
         if self.dp:
-            settings = dp_sgd.DPSettings(noise_multiplier=self.noise_multiplier,
-                                         **self._dp_settings)
-            trainer = dp_sgd.PrivateTrainer(settings, state)
+            trainer = dp_sgd.PrivateTrainer(self.dp_settings, state)
             d_module, d_opt, loader = trainer.make_private(discriminator, d_opt, loader)
         def pull() -> None:
             g_anchor.pull(generator, self.lr)
