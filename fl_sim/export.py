@@ -19,9 +19,7 @@ Two layouts:
 
 from __future__ import annotations
 
-import csv
 import json
-import math
 import shlex
 import shutil
 import sys
@@ -216,7 +214,7 @@ def metadata_of(plan: Plan, task: Any, image_shape: tuple[int, ...],
         "files": _files(plan, label_counts, int(task.images.num_classes)),
         "command": plan.command,
     }
-    client_level = _client_level_epsilon(plan.run_dir, plan.server_round)
+    client_level = epsilon_at(plan.run_dir, plan.server_round, "privacy.csv")
     if client_level is not None:
         meta["client_level_epsilon"] = client_level
     return meta
@@ -238,18 +236,6 @@ def _files(plan: Plan, label_counts: dict[int, int] | None, num_classes: int) ->
     folders = ([class_folder(k, class_width(num_classes)) for k in sorted(label_counts)]
                if label_counts is not None else [UNLABELLED])
     return {"folders": folders, "png_names": "<global index>.png"}
-
-
-def _client_level_epsilon(run_dir: Path, server_round: int) -> float | None:
-    """Client-level epsilon of a DP-FedAvg run up to the round (``privacy.csv``), else None."""
-    path = run_dir / "privacy.csv"
-    if not path.exists():
-        return None
-    with path.open(newline="") as handle:
-        spent = [float(row["epsilon"]) for row in csv.DictReader(handle)
-                 if row.get("epsilon") and int(row["round"]) <= server_round]
-    spent = [e for e in spent if math.isfinite(e)]
-    return max(spent) if spent else None
 
 
 # --- writing ---------------------------------------------------------------------------

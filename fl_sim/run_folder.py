@@ -79,13 +79,16 @@ def arrays_at(run_dir: str | Path, server_round: int | None = None) -> tuple[int
     return chosen, ArrayRecord(state)
 
 
-def epsilon_at(run_dir: str | Path, server_round: int) -> float | None:
-    """Largest per-client sample-level epsilon recorded up to ``server_round``.
+def epsilon_at(run_dir: str | Path, server_round: int,
+               source: str = "clients.csv") -> float | None:
+    """Largest epsilon recorded in ``source`` up to ``server_round``.
 
-    None when the run had no sample-level DP (no epsilon in clients.csv). Epsilon is
-    cumulative, so the largest value up to the round is the model's guarantee.
+    ``clients.csv`` (default) holds each client's sample-level epsilon; ``privacy.csv``
+    the client-level epsilon of DP-FedAvg. None when the file has no epsilon (no such
+    DP in the run). Epsilon is cumulative, so the largest value up to the round is the
+    model's guarantee.
     """
-    path = Path(run_dir) / "clients.csv"
+    path = Path(run_dir) / source
     if not path.exists():
         return None
     best = None

@@ -114,11 +114,11 @@ def test_metadata_of_a_run_without_dp_has_no_epsilon(plain_run, tmp_path):
 
 
 def test_client_level_epsilon_comes_from_privacy_csv(dp_run, tmp_path):
-    assert export._client_level_epsilon(dp_run, 2) is None
+    assert run_folder.epsilon_at(dp_run, 2, "privacy.csv") is None
     (tmp_path / "privacy.csv").write_text(
         "run_id,round,epsilon,status\nx,1,0.5,released\nx,2,0.9,released\nx,3,1.4,released\n")
-    assert export._client_level_epsilon(tmp_path, 2) == 0.9
-    assert export._client_level_epsilon(tmp_path, 0) is None
+    assert run_folder.epsilon_at(tmp_path, 2, "privacy.csv") == 0.9
+    assert run_folder.epsilon_at(tmp_path, 0, "privacy.csv") is None
 
 
 # --- PNG folder --------------------------------------------------------------------------
