@@ -21,10 +21,10 @@ import time
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, RecordDict
+from flwr.app import RecordDict
 
 from fl_sim.config import RunConfig
-from tasks.base import Partition
+from tasks.base import Partition, fedavg
 from tasks.dcgan import DCGANTask
 
 
@@ -40,11 +40,7 @@ def main(out: str, rounds: int, overrides: dict) -> None:
     for server_round in range(1, rounds + 1):
         results = [task.train(arrays, Partition(i, clients), states[i], server_round)
                    for i in range(clients)]
-        dicts = [r.arrays.to_torch_state_dict() for r in results]
-        weights = [r.num_examples for r in results]
-        arrays = ArrayRecord({
-            k: (sum(d[k].double() * w for d, w in zip(dicts, weights)) / sum(weights))
-            .to(dicts[0][k].dtype) for k in dicts[0]})
+        arrays = fedavg(results)
         means = {k: round(float(np.mean([r.metrics[k] for r in results])), 3)
                  for k in results[0].metrics}
         server = task.central_evaluate(server_round, arrays)

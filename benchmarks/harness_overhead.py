@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -29,11 +28,11 @@ sys.path.insert(0, str(REPO))
 
 def in_process(task_name: str, clients: int) -> tuple[float, dict[str, float]]:
     """Wall seconds of the plain FedAvg loop, and its final server metrics."""
-    from flwr.app import Array, ArrayRecord, RecordDict
+    from flwr.app import RecordDict
 
     from fl_sim.config import RunConfig
     from tasks import registry
-    from tasks.base import Partition
+    from tasks.base import Partition, fedavg
 
     started = time.perf_counter()
     config = RunConfig.from_mapping({"task": task_name, "clients": clients}).to_run_config()
@@ -44,12 +43,7 @@ def in_process(task_name: str, clients: int) -> tuple[float, dict[str, float]]:
     for server_round in range(1, int(config["num-server-rounds"]) + 1):
         results = [task.train(arrays, Partition(i, clients), states[i], server_round)
                    for i in range(clients)]
-        total = sum(r.num_examples for r in results)
-        arrays = ArrayRecord({
-            name: Array(sum(r.arrays[name].numpy() * (r.num_examples / total) for r in results)
-            .astype(np.float32))
-            for name in results[0].arrays
-        })
+        arrays = fedavg(results)
         for i in range(clients):
             task.evaluate(arrays, Partition(i, clients))
         metrics = task.central_evaluate(server_round, arrays)

@@ -49,6 +49,21 @@ class TrainResult:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
+def fedavg(results: list[TrainResult]) -> ArrayRecord:
+    """The example-weighted mean of the clients' models, computed by Flower's own FedAvg.
+
+    For in-process loops (benchmarks, tests) that stand in for the ServerApp: calling
+    Flower's ``aggregate_arrayrecords`` keeps them on the arithmetic a real run uses.
+    """
+    from flwr.app import MetricRecord
+    from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+
+    replies = [RecordDict({"arrays": r.arrays,
+                           "metrics": MetricRecord({"num-examples": r.num_examples})})
+               for r in results]
+    return aggregate_arrayrecords(replies, "num-examples")
+
+
 @dataclass
 class EvalResult:
     """A client's evaluation of the global model on its own held-out data."""

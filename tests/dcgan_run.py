@@ -19,20 +19,11 @@ from flwr.app import ArrayRecord, RecordDict
 
 from fl_sim.config import RunConfig
 from fl_sim.results import client_columns
-from tasks.base import Partition
+from tasks.base import Partition, fedavg
 from tasks.dcgan import DCGANTask, weights_path
 
 SMALL = {"dataset": "digits", "clients": 2, "num-server-rounds": 1, "local-epochs": 1, "batch-size": 32,
          "gan-width": 8}
-
-
-def fedavg(results: list) -> ArrayRecord:
-    """Example-weighted mean of the clients' arrays (what FedAvg does)."""
-    dicts = [r.arrays.to_torch_state_dict() for r in results]
-    weights = [r.num_examples for r in results]
-    return ArrayRecord({
-        k: (sum(d[k].double() * w for d, w in zip(dicts, weights)) / sum(weights))
-        .to(dicts[0][k].dtype) for k in dicts[0]})
 
 
 def make_dcgan_run(run_dir: Path, **overrides: Any) -> Path:

@@ -9,9 +9,8 @@ from flwr.app import RecordDict
 
 from fl_sim.config import ConfigError, RunConfig
 from tasks import dp_sgd
-from tasks.base import Partition
+from tasks.base import Partition, fedavg
 from tasks.dcgan_models import build_pair
-from tests.dcgan_run import fedavg
 from tests.test_dcgan import task
 
 
