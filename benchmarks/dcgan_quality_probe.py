@@ -37,6 +37,7 @@ def main(out: str, rounds: int, overrides: dict) -> None:
     clients = int(config["clients"])
     arrays, states = task.initial_arrays(), [RecordDict() for _ in range(clients)]
     start = time.time()
+    print(0, {k: round(v, 3) for k, v in task.central_evaluate(0, arrays).items()}, flush=True)
     for server_round in range(1, rounds + 1):
         results = [task.train(arrays, Partition(i, clients), states[i], server_round)
                    for i in range(clients)]

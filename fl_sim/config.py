@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from strategies import registry as strategy_registry
+from tasks import public_prior
 from tasks import registry as task_registry
 from tasks.data import DATASETS, IMAGE_SIZES, PARTITIONS, DataError, check_source
 from tasks.dp_sgd import ACCOUNTANTS, GRAD_SAMPLE_MODES
@@ -237,6 +238,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("gan-ema", "--gan-ema",
            "decay of the EMA of G's weights used for samples and release (0: off)",
            lambda v: None if 0 <= v < 1 else f"must be in [0, 1) (got {v})"),
+    Option("gan-public-prior", "--gan-public-prior",
+           "public data D's feature layers are trained on (then frozen) and G starts from "
+           "(auto: digits for mnist5k/mnist, none otherwise)",
+           _one_of(lambda: list(public_prior.PRIORS))),
     # --- class-conditional DP-DCGAN (issue 8) ---
     Option("conditional", "--conditional",
            "dcgan: condition G and D on the label (labels are private data too); "
@@ -346,6 +351,7 @@ class RunConfig:
     gan_d_beta1: float
     gan_g_steps: int
     gan_ema: float
+    gan_public_prior: str
     # --- class-conditional DP-DCGAN (issue 8) ---
     conditional: bool
 
@@ -381,6 +387,7 @@ class RunConfig:
         _check_data_source(values)
         _check_disguise_mapping(values)
         _check_conditional(values)
+        _check_public_prior(values)
         names = {f.name for f in fields(cls)}
         return cls(**{_attr(k): v for k, v in values.items() if _attr(k) in names})
 
@@ -514,3 +521,14 @@ def _check_conditional(values: Mapping[str, Any]) -> None:
     """``--conditional`` is a dcgan setting; elsewhere it would be silently ignored."""
     if values["conditional"] and values["task"] != "dcgan":
         raise ConfigError("conditional", f"is for --task dcgan only (got --task {values['task']})")
+
+
+def _check_public_prior(values: Mapping[str, Any]) -> None:
+    """A digits prior needs one-channel private data that is not the public data itself."""
+    if values["task"] != "dcgan":
+        return
+    try:
+        channels = {"cifar10": 3, "folder": None}.get(values["dataset"], 1)
+        public_prior.resolve(values["gan-public-prior"], values["dataset"], channels)
+    except ValueError as error:
+        raise ConfigError("gan-public-prior", str(error)) from None

@@ -45,9 +45,11 @@ def load_task(run_dir: str | Path, need: str | None = None) -> Any:
         A method the task must have (e.g. ``"synthesize"``); a run of a task without it
         is refused with a message naming the task.
     """
+    from fl_sim.config import defaults
     from tasks import registry
 
-    settings = settings_of(run_dir)
+    # Keys added after the run was made take their defaults (they did not exist then).
+    settings = {**defaults(), **settings_of(run_dir)}
     settings["run-dir"] = str(run_dir)
     task = registry.get(str(settings["task"]))(settings)
     if need and not hasattr(task, need):

@@ -39,7 +39,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from tasks import data as image_data
-from tasks import cnn, dp_sgd, gan_metrics
+from tasks import cnn, dp_sgd, gan_metrics, public_prior
 from tasks.base import EvalResult, Partition, TrainResult
 from tasks.dcgan_models import Discriminator, Generator, build_pair
 from tasks.gan_ema import GeneratorEMA, ema_state, with_ema
@@ -216,6 +216,7 @@ class DCGANTask(PrivateImageTask):
         self.d_steps = int(config["gan-d-steps"])
         self.g_steps = int(config["gan-g-steps"])
         self.ema_decay = float(config["gan-ema"])
+        self.prior = public_prior.resolve(str(config["gan-public-prior"]), self.dataset)
         if self.conditional:
             self.server_metrics = (*type(self).server_metrics, *TSTR_METRICS)
 
@@ -266,8 +267,12 @@ class DCGANTask(PrivateImageTask):
         return self.images.num_classes if self.conditional else 0
 
     def _pair(self) -> tuple[Generator, Discriminator]:
-        return build_pair(self.image_size, self.images.channels, self.width, self.seed,
-                          self.num_classes)
+        """A fresh (G, D); with a public prior, D's public feature layers are frozen."""
+        generator, discriminator = build_pair(self.image_size, self.images.channels,
+                                              self.width, self.seed, self.num_classes)
+        if self.prior != "none":
+            public_prior.freeze(discriminator)
+        return generator, discriminator
 
     def _load(self, arrays: ArrayRecord,
               released: bool = False) -> tuple[Generator, Discriminator]:
@@ -284,8 +289,21 @@ class DCGANTask(PrivateImageTask):
         return torch.arange(count) % self.num_classes if self.conditional else None
 
     def initial_arrays(self) -> ArrayRecord:
-        """Seeded DCGAN initialisation; D is checked by Opacus's ModuleValidator here."""
-        generator, discriminator = self._pair()
+        """Seeded DCGAN initialisation; D is checked by Opacus's ModuleValidator here.
+
+        With a public prior, the pretraining on public data happens here, once, on the
+        server (see tasks/public_prior.py); what it found is kept in ``public_prior.json``.
+        """
+        generator, discriminator = build_pair(self.image_size, self.images.channels,
+                                              self.width, self.seed, self.num_classes)
+        if self.prior != "none":
+            public_prior.resolve(self.prior, self.dataset, self.images.channels)
+            record = {"prior": self.prior, **public_prior.pretrain(
+                generator, discriminator, self.image_size, self.seed)}
+            if self.run_dir is not None:
+                self.run_dir.mkdir(parents=True, exist_ok=True)
+                (self.run_dir / "public_prior.json").write_text(
+                    json.dumps(record, indent=2) + "\n")
         if self.dp:
             dp_sgd.require_dp_compatible(discriminator)
             if self.config["grad-sample-mode"] == "ew":
@@ -338,8 +356,8 @@ class DCGANTask(PrivateImageTask):
             d_anchor.pull(discriminator, self.d_lr)
 
         stats = gan_round(generator, d_module, loader, g_opt, d_opt, self.local_epochs,
-                          self.batch_size, self.real_label, pull if proximal_mu else None,
-                          self.d_steps, ema, self.g_steps)
+                          self.fakes_per_step(len(x)), self.real_label,
+                          pull if proximal_mu else None, self.d_steps, ema, self.g_steps)
         if self.keep_optimizer:
             save_optimizers(state, g_opt, d_opt)
         metrics = {k: stats[k] for k in self.client_metrics}
@@ -350,6 +368,24 @@ class DCGANTask(PrivateImageTask):
         if ema is not None:
             joint = with_ema(joint, ema.state)
         return TrainResult(ArrayRecord(joint), len(x), metrics)
+
+    def fakes_per_step(self, num_examples: int) -> int:
+        """Fakes in each D step: as many as the real images a step sees on average.
+
+        Under DP every example's gradient is clipped to the same norm C, so each row of
+        the D step is one equal vote, and the component all votes share (move every
+        logit up or down) grows with the difference of the counts. Opacus's Poisson
+        batches hold ``N q`` real images on average (61.5 for 800 images at batch 64),
+        so the batch-size-many fakes used before outvoted them by 2.5 every step: a
+        steady drift to "everything is fake" that the noised discriminative signal could
+        not undo (48 fakes drifted to "everything is real"). ``N q`` depends only on the
+        client's data-set size and batch size, which the privacy plan already treats as
+        public. Without DP the batches are exactly ``--batch-size`` real images.
+        """
+        if not self.dp:
+            return self.batch_size
+        rate, _ = dp_sgd.poisson_plan(num_examples, self.batch_size)
+        return max(1, round(num_examples * rate))
 
     def evaluate(self, arrays: ArrayRecord, partition: Partition) -> EvalResult:
         """The global G against the global D on generated images only (no real data)."""

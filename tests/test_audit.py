@@ -144,7 +144,7 @@ def test_overfitted_non_dp_toy_is_caught(run_dir: Path, tmp_path: Path) -> None:
     train_x, _ = task.member_data()
     members, others = train_x[:40], train_x[40:200]
     holdout = task.holdout_data()[0][:200]
-    # D of the last round, trained non-DP for 150 full-batch epochs to call the 40
+    # D of the last round, trained non-DP for 300 full-batch epochs to call the 40
     # members real and 160 other training images fake (members weighted 4x to balance)
     state = arrays_at(run)[1].to_torch_state_dict()
     generator, discriminator = build_pair(SIZE, 1, 8, 0)
@@ -156,7 +156,7 @@ def test_overfitted_non_dp_toy_is_caught(run_dir: Path, tmp_path: Path) -> None:
     x = torch.from_numpy(np.concatenate([members, others]))
     y = torch.cat([torch.ones(40), torch.zeros(160)])
     weight = torch.cat([torch.full((40,), 4.0), torch.ones(160)])
-    for _ in range(150):
+    for _ in range(300):
         optimiser.zero_grad()
         loss = torch.nn.functional.binary_cross_entropy_with_logits(discriminator(x), y,
                                                                     weight=weight)

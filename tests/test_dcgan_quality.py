@@ -86,3 +86,24 @@ def test_width_builds_narrower_networks():
 def test_bad_values_name_the_flag(key, value):
     with pytest.raises(ConfigError, match=f"--{key}"):
         RunConfig.from_mapping({"task": "dcgan", key: value})
+
+
+@pytest.mark.parametrize("dp", [True, False])
+def test_fakes_per_step_balance_the_expected_real_batch(monkeypatch, dp):
+    """Under DP as many fakes as Poisson's expected reals (N q); without DP the batch size."""
+    import tasks.dcgan as dcgan
+
+    seen = []
+    real_round = dcgan.gan_round
+
+    def spy(*args, **kwargs):
+        seen.append(args[6])
+        return real_round(*args, **kwargs)
+
+    monkeypatch.setattr(dcgan, "gan_round", spy)
+    t = task(dp=dp)
+    result = t.train(t.initial_arrays(), Partition(0, 8), RecordDict(), 1)
+    n = result.num_examples
+    rate, _ = dp_sgd.poisson_plan(n, 32)
+    assert seen == ([round(n * rate)] if dp else [32])
+    assert (n, seen[0]) == ((180, 30) if dp else (180, 32))  # 1,438 digits / 8 clients, q = 1/6
