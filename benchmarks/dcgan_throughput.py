@@ -21,7 +21,7 @@ import torch
 from flwr.app import RecordDict
 from torch.utils.data import DataLoader, TensorDataset
 
-from tasks import dp_sgd
+from tasks import dp_sgd, public_prior
 from tasks.data import load_images
 from tasks.dcgan import BETA1, WIDTH, gan_round
 from tasks.dcgan_models import build_pair
@@ -29,9 +29,16 @@ from tasks.dcgan_models import build_pair
 MODES = ("none", *dp_sgd.GRAD_SAMPLE_MODES)
 
 
-def measure(mode: str, images: torch.Tensor, batch: int, epochs: int, size: int) -> float:
-    """Real images per second of local training in ``mode`` ("none" = no DP)."""
+def measure(mode: str, images: torch.Tensor, batch: int, epochs: int, size: int,
+            prior: bool = False) -> float:
+    """Real images per second of local training in ``mode`` ("none" = no DP).
+
+    ``prior``: D's public feature layers frozen, as under ``--gan-public-prior digits``
+    (only their freezing matters for speed, not their pretrained values).
+    """
     generator, discriminator = build_pair(size, images.shape[1], WIDTH, 0)
+    if prior:
+        public_prior.freeze(discriminator)
     loader = DataLoader(TensorDataset(images), batch_size=batch, shuffle=True)
     g_opt = torch.optim.Adam(generator.parameters(), 2e-4, betas=(BETA1, 0.999))
     d_opt = torch.optim.Adam(discriminator.parameters(), 2e-4, betas=(BETA1, 0.999))
@@ -53,19 +60,23 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1 = what one Ray client gets with --client-cpus 1)")
     parser.add_argument("--image-size", type=int, default=28)
+    parser.add_argument("--public-prior", action="store_true",
+                        help="freeze D's public feature layers (the default for MNIST data)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     data = load_images("mnist5k", "", args.image_size, 42)
     images = torch.from_numpy(data.train_x[:800])
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{args.threads} thread(s), batch {args.batch_size}, {args.image_size}x{args.image_size}")
+          f"{args.threads} thread(s), batch {args.batch_size}, {args.image_size}x{args.image_size}"
+          f"{', public prior (frozen D features)' if args.public_prior else ''}")
     print("| mode | images/s | DP / no-DP |")
     print("|---|---|---|")
     baseline = None
     for mode in MODES:
         try:
-            rate = measure(mode, images, args.batch_size, args.epochs, args.image_size)
+            rate = measure(mode, images, args.batch_size, args.epochs, args.image_size,
+                           args.public_prior)
         except Exception as error:  # a mode Opacus cannot run for these layers
             print(f"| {mode} | fails: {type(error).__name__}: {str(error).splitlines()[0][:90]} | |")
             continue
