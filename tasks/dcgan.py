@@ -4,7 +4,8 @@ Privacy model. Only the discriminator D reads real images, so only D is trained 
 DP-SGD (Opacus: Poisson sampling, per-sample clipping, Gaussian noise). The generator G
 learns from D's answers on generated images: a function of D and of noise, i.e.
 post-processing, which costs no privacy. Each D step feeds one Poisson batch of real
-images *and* a batch of fakes through D together and takes one clipped, noised step;
+images *and* a batch of fakes (as many as the batch's expected real count, see
+:meth:`DCGANTask.fakes_per_step`) through D together and takes one clipped, noised step;
 a fake row's gradient does not depend on any real example, so adding or removing one
 real image changes the summed clipped gradient by at most C and each step is one
 subsampled-Gaussian step of the accountant (fakes are not charged a second step).
