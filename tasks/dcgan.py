@@ -297,6 +297,13 @@ class DCGANTask(PrivateImageTask):
         """
         generator, discriminator = build_pair(self.image_size, self.images.channels,
                                               self.width, self.seed, self.num_classes)
+        if self.dp:  # checked before the public pretraining's seconds are spent
+            dp_sgd.require_dp_compatible(discriminator)
+            if self.config["grad-sample-mode"] == "ew":
+                # Expanded weights accumulate wrongly when D is called twice per step
+                # (D step, then the G step through D); fail once, on the server.
+                raise ValueError("--grad-sample-mode ew cannot train the DCGAN discriminator "
+                                 "(it is called twice per step); use hooks or functorch")
         if self.prior != "none":
             public_prior.resolve(self.prior, self.dataset, self.images.channels)
             record = {"prior": self.prior, **public_prior.pretrain(
@@ -305,13 +312,6 @@ class DCGANTask(PrivateImageTask):
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 (self.run_dir / "public_prior.json").write_text(
                     json.dumps(record, indent=2) + "\n")
-        if self.dp:
-            dp_sgd.require_dp_compatible(discriminator)
-            if self.config["grad-sample-mode"] == "ew":
-                # Expanded weights accumulate wrongly when D is called twice per step
-                # (D step, then the G step through D); fail once, on the server.
-                raise ValueError("--grad-sample-mode ew cannot train the DCGAN discriminator "
-                                 "(it is called twice per step); use hooks or functorch")
         joint = joint_state(generator, discriminator)
         if self.ema_decay:
             joint = with_ema(joint, generator.state_dict())
