@@ -150,13 +150,18 @@ def gan_round(
     sums = {"d_loss": 0.0, "g_loss": 0.0, "d_real_accuracy": 0.0, "d_fake_accuracy": 0.0}
     real_seen = steps = g_taken = 0
     ones = torch.ones(fakes)
+
+    def draw() -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``fakes`` generated images and their (uniform) labels, None if unconditional."""
+        y = torch.randint(classes, (fakes,)) if classes else None
+        return generator(torch.randn(fakes, generator.latent_dim), y), y
+
     for _ in range(epochs):
         for batch in loader:
             real = batch[0]
             b = len(real)
-            y_fake = torch.randint(classes, (fakes,)) if classes else None
+            fake, y_fake = draw()
             y_both = torch.cat([batch[1].long(), y_fake]) if classes else None
-            fake = generator(torch.randn(fakes, generator.latent_dim), y_fake)
             d_opt.zero_grad(set_to_none=True)
             logits = discriminator(torch.cat([real, fake.detach()]), y_both)
             targets = torch.cat([torch.full((b,), real_label), torch.zeros(fakes)])
@@ -166,8 +171,7 @@ def gan_round(
             steps += 1
             for repeat in range(g_steps if steps % d_steps == 0 else 0):
                 if repeat:
-                    y_fake = torch.randint(classes, (fakes,)) if classes else None
-                    fake = generator(torch.randn(fakes, generator.latent_dim), y_fake)
+                    fake, y_fake = draw()
                 with dp_sgd.frozen(discriminator):
                     g_opt.zero_grad(set_to_none=True)
                     g_loss = F.binary_cross_entropy_with_logits(
