@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from fl_sim.results import write_json_atomic
+
 FORMATS = ("npz", "png-folder")
 BATCH = 1000  # images per generator call (a multiple of 10: balanced labels); fixes the seeds
 FOLDER_METADATA = "release.json"
@@ -244,7 +246,7 @@ def write_release(plan: Plan, task: Any, arrays: Any) -> dict[str, Any]:
     writer = _write_npz if plan.fmt == "npz" else _write_folder
     shape, label_counts = writer(plan, task, arrays)
     meta = metadata_of(plan, task, shape, label_counts)
-    _write_text_atomic(plan.metadata_path, json.dumps(meta, indent=2) + "\n")
+    write_json_atomic(plan.metadata_path, meta, sort_keys=False)
     return meta
 
 
@@ -356,12 +358,6 @@ def _chain(first: np.ndarray, first_labels: np.ndarray | None,
 def _counts(labels: np.ndarray) -> dict[int, int]:
     values, counts = np.unique(labels, return_counts=True)
     return {int(v): int(c) for v, c in zip(values, counts, strict=True)}
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 def sample(run_dir: str | Path, n: int = 10_000, out: str | Path | None = None,

@@ -90,10 +90,14 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def write_json_atomic(path: Path, data: Mapping[str, Any]) -> None:
-    """Write JSON through a temporary file and a rename, so readers never see half."""
+def write_json_atomic(path: Path, data: Mapping[str, Any], sort_keys: bool = True) -> None:
+    """Write JSON through a temporary file and a rename, so readers never see half.
+
+    ``sort_keys=False`` keeps the mapping's own order (a release's metadata reads top
+    down: what, from which run, under which guarantee).
+    """
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=sort_keys, default=str) + "\n")
     os.replace(tmp, path)
 
 
