@@ -281,11 +281,16 @@ class DCGANTask(PrivateImageTask):
 
     def _load(self, arrays: ArrayRecord,
               released: bool = False) -> tuple[Generator, Discriminator]:
-        """(G, D) from the joint weights; ``released``: G carries the EMA weights if kept."""
+        """(G, D) from the joint weights; ``released``: G carries the EMA weights if kept.
+
+        Whether an EMA was kept is read from the weights, not the settings: a run folder
+        from before ``--gan-ema`` existed has none, whatever today's default is.
+        """
         generator, discriminator = self._pair()
         state = arrays.to_torch_state_dict()
         g_state, d_state = split_state(state)
-        generator.load_state_dict(ema_state(state) if released and self.ema_decay else g_state)
+        ema = ema_state(state) if released else {}
+        generator.load_state_dict(ema or g_state)
         discriminator.load_state_dict(d_state)
         return generator, discriminator
 

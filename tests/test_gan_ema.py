@@ -62,3 +62,11 @@ def test_ema_travels_with_the_model_and_feeds_the_samples():
 def test_without_ema_no_extra_weights_travel():
     arrays = task(**{"gan-ema": 0.0}).initial_arrays()
     assert not ema_state(arrays.to_torch_state_dict())
+
+
+def test_weights_without_an_ema_release_g_itself_whatever_the_setting():
+    """A run folder from before --gan-ema existed has no EMA weights; today's default is on."""
+    plain = task(**{"gan-ema": 0.0}).initial_arrays()
+    with_setting = task(**{"gan-ema": 0.99})
+    assert torch.equal(torch.from_numpy(with_setting.generate(plain, 4, 0)),
+                       torch.from_numpy(task(**{"gan-ema": 0.0}).generate(plain, 4, 0)))
