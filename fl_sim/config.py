@@ -524,7 +524,7 @@ def _check_conditional(values: Mapping[str, Any]) -> None:
 
 
 def _check_public_prior(values: Mapping[str, Any]) -> None:
-    """A digits prior needs one-channel private data that is not the public data itself."""
+    """A digits prior needs one-channel private data (the public digits are grey)."""
     if values["task"] != "dcgan":
         return
     try:

@@ -27,6 +27,7 @@ own examples print them. Client-side evaluation uses generated images only.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable, Mapping
 from functools import cached_property
 from pathlib import Path
@@ -313,10 +314,17 @@ class DCGANTask(PrivateImageTask):
                 # (D step, then the G step through D); fail once, on the server.
                 raise ValueError("--grad-sample-mode ew cannot train the DCGAN discriminator "
                                  "(it is called twice per step); use hooks or functorch")
+        kept = self._resumed_start()
+        if kept is not None:
+            return kept
         if self.prior != "none":
             public_prior.resolve(self.prior, self.dataset, self.images.channels)
+            started = time.monotonic()
+            self._say("public prior: training G and D on public font digits before round 1")
             record = {"prior": self.prior, **public_prior.pretrain(
                 generator, discriminator, self.image_size, self.seed)}
+            record["seconds"] = round(time.monotonic() - started, 1)
+            self._say(f"public prior: done in {record['seconds']:.0f} s")
             if self.run_dir is not None:
                 self.run_dir.mkdir(parents=True, exist_ok=True)
                 (self.run_dir / "public_prior.json").write_text(
@@ -325,6 +333,23 @@ class DCGANTask(PrivateImageTask):
         if self.ema_decay:
             joint = with_ema(joint, generator.state_dict())
         return ArrayRecord(joint)
+
+    def _say(self, line: str) -> None:
+        """One progress line on the server's console (minutes pass before round 1)."""
+        if not self.config.get("quiet"):
+            print(line, flush=True)
+
+    def _resumed_start(self) -> ArrayRecord | None:
+        """A resumed run's round-0 weights, so that its public prior is not trained again.
+
+        The checkpoint restores the global model anyway; the server only needs round 0's
+        arrays to start from, and the prior costs minutes, not the milliseconds of a
+        seeded initialisation.
+        """
+        if not self.config.get("resume") or self.run_dir is None:
+            return None
+        path = weights_path(self.run_dir, 0)
+        return ArrayRecord(torch.load(path)) if path.exists() else None
 
     # --- client ----------------------------------------------------------------------
     def train(

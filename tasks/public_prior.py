@@ -7,25 +7,26 @@ that cannot tell. Tramer & Boneh (ICLR 2021, "Differentially private learning ne
 better features (or much more data)") make the general point: at small private data,
 DP learning needs features that did not have to be learned privately.
 
-What it does, on the server, before round 1 (:func:`pretrain`):
+What it does, on the server, before round 1 (:func:`pretrain`), on *public* digits
+rendered from the fonts matplotlib ships (:mod:`tasks.font_digits`, MNIST's layout):
 
-1. D's middle convolutions (every conv but the first and the last) are trained as a
-   10-class digit classifier on *public* data: scikit-learn's 1,797 handwritten digits
-   (UCI, 1998), drawn in the MNIST convention (a 20-pixel box centred in 28, solid
-   strokes). They are then frozen for the whole run (:func:`freeze`), so DP-SGD only
-   trains D's first conv, its GroupNorm scales and its last conv: about a tenth of D's
-   parameters, and a tenth of the noise dimensions.
-2. G and D's first convolution are warm-started by a short non-private GAN on the same
-   public digits; D's output layer is then re-initialised, so that the private game
-   does not start from a D that calls every private (MNIST-style) digit fake.
+1. D's convolutions are first trained as a 10-class digit classifier, so that the
+   public GAN below starts from features that know what a digit is.
+2. A non-private GAN on the same digits then trains G and all of D. G learns to draw
+   digits in MNIST's layout (round 0 of ``rounds.csv`` measures it), and D's
+   convolutions learn what tells a drawn digit from a generated one.
+3. D's convolutions, all but the last (output) one, are then frozen for the whole run
+   (:func:`freeze`): DP-SGD trains only D's GroupNorm scales and its output layer, a
+   tenth of D's parameters and of the noise dimensions. The output layer is
+   re-initialised, so that the private game does not start from a D that calls every
+   private (handwritten) digit fake.
 
 Privacy: everything here is a function of public data and the seed, fixed before any
 client reads a private image, so it costs no privacy; Opacus then accounts every private
 D step exactly as without the prior (frozen parameters get no per-sample gradients and
 no noise). What the prior does change is what the released G looks like at epsilon 0:
 round 0 of ``rounds.csv`` measures it, so the gain from the private rounds is visible.
-The prior is only for digit data sets; using it with ``--dataset digits`` would
-pretrain on the private data itself, and is refused.
+The prior is for one-channel digit data; ``auto`` uses it for the MNIST data sets only.
 """
 
 from __future__ import annotations
@@ -37,15 +38,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from tasks import font_digits
 from tasks.dcgan_models import Discriminator, Generator, dcgan_init
 
 PRIORS = ("auto", "digits", "none")
 DIGIT_DATASETS = ("mnist5k", "mnist")  # what "auto" gives the digits prior
+COPIES = 30  # distorted copies of each of the 210 font glyphs: 6,300 public digits
 FEATURE_EPOCHS = 5
 GAN_EPOCHS = 15
 BATCH = 64
 LR = 1e-3
-BOX = 20 / 28  # MNIST's convention: digits fill a 20-pixel box in a 28-pixel image
 
 
 def resolve(prior: str, dataset: str, channels: int | None = None) -> str:
@@ -54,53 +56,31 @@ def resolve(prior: str, dataset: str, channels: int | None = None) -> str:
     Raises
     ------
     ValueError
-        ``digits`` for the private ``digits`` data set (the public data would be the
-        private data) or for colour images.
+        ``digits`` for colour images (the public digits are grey).
     """
     if prior not in PRIORS:
         raise ValueError(f"must be one of {', '.join(PRIORS)} (got {prior!r})")
     if prior == "auto":
         return "digits" if dataset in DIGIT_DATASETS else "none"
-    if prior == "digits" and dataset == "digits":
-        raise ValueError("digits cannot be used with --dataset digits "
-                         "(the public data would be the private data)")
     if prior == "digits" and channels not in (None, 1):
         raise ValueError(f"digits needs one-channel images (--dataset {dataset} has "
                          f"{channels})")
     return prior
 
 
-def public_digits(image_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's digits in the MNIST style, model range [-1, 1], ``N x 1 x S x S``.
-
-    The 8 x 8 originals are upsampled into a box of 20/28 of the side, centred on a black
-    background, and their contrast raised (``tanh``) so strokes are solid like MNIST's.
-    """
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    x = torch.from_numpy(bunch.images.reshape(-1, 1, 8, 8).astype(np.float32) / 16.0)
-    box = int(round(image_size * BOX))
-    x = F.interpolate(x, size=(box, box), mode="bilinear", align_corners=False,
-                      antialias=True) * 2.0 - 1.0
-    before = (image_size - box) // 2
-    x = F.pad(x, (before, image_size - box - before) * 2, value=-1.0)
-    return _contrast(x).numpy(), bunch.target.astype(np.int64)
-
-
-def _contrast(x: torch.Tensor) -> torch.Tensor:
-    """A steep tanh ramp around -0.2 rescaled so that -1 stays black and 1 stays white."""
-    def ramp(v: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(3.0 * (v + 0.2))
-
-    low, high = ramp(torch.tensor(-1.0)), ramp(torch.tensor(1.0))
-    return ((ramp(x) - low) / (high - low) * 2.0 - 1.0).clamp(-1.0, 1.0)
+def public_digits(image_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The public digits, model range [-1, 1], ``N x 1 x S x S``, and their labels."""
+    return font_digits.render(COPIES, image_size, seed)
 
 
 def frozen_layers(discriminator: Discriminator) -> list[nn.Module]:
-    """D's convolutions other than its first and last: the public feature layers."""
+    """D's convolutions but the last (output) one: the public feature layers.
+
+    Freezing the first convolution too (it was private in an earlier prior) keeps DP's
+    noise out of D's pixel-level filters, which G otherwise copies as speckle.
+    """
     convs = [m for m in discriminator.net if isinstance(m, nn.Conv2d)]
-    return convs[1:-1]
+    return convs[:-1]
 
 
 def freeze(discriminator: Discriminator) -> None:
@@ -125,7 +105,7 @@ def _features(discriminator: Discriminator, x: torch.Tensor) -> torch.Tensor:
 
 def pretrain(generator: Generator, discriminator: Discriminator, image_size: int,
              seed: int) -> dict[str, float]:
-    """Train D's features on public digits, freeze them, then warm-start G and D.
+    """Train D's features on public digits, then G and D as a public GAN; reset D's head.
 
     Deterministic for a seed on one machine; it runs once, on the server, and the
     clients receive its result as the initial weights.
@@ -139,12 +119,11 @@ def pretrain(generator: Generator, discriminator: Discriminator, image_size: int
     """
     torch.manual_seed(seed)
     order = torch.Generator().manual_seed(seed)
-    x_np, y_np = public_digits(image_size)
+    x_np, y_np = public_digits(image_size, seed)
     x, y = torch.from_numpy(x_np), torch.from_numpy(y_np)
     with torch.no_grad():
         width = _features(discriminator, x[:1]).shape[1]
     head = nn.Linear(width, 10)
-    body = [p for layer in frozen_layers(discriminator) for p in layer.parameters()]
     optimizer = torch.optim.Adam([*discriminator.parameters(), *head.parameters()], lr=LR)
     for _ in range(FEATURE_EPOCHS):
         for index in _batches(len(x), order):
@@ -154,23 +133,19 @@ def pretrain(generator: Generator, discriminator: Discriminator, image_size: int
             optimizer.step()
     with torch.no_grad():
         accuracy = float((head(_features(discriminator, x)).argmax(1) == y).float().mean())
-    freeze(discriminator)
     losses = _public_gan(generator, discriminator, x, y, order)
     # D's output layer learned "public digits are real"; the private digits differ in
     # style, and a head that starts by calling them fake drags G back to the public
     # style. A fresh output layer starts the private game neutral.
     dcgan_init(discriminator.net[-1])
-    for parameter in body:  # the task freezes again on every build; leave D as built
-        parameter.requires_grad_(True)
     return {"public_feature_accuracy": accuracy, **losses}
 
 
 def _public_gan(generator: Generator, discriminator: Discriminator, x: torch.Tensor,
                 y: torch.Tensor, order: torch.Generator) -> dict[str, float]:
-    """A short non-private GAN on the public digits (features frozen)."""
+    """A non-private GAN on the public digits; every parameter of G and D trains."""
     g_opt = torch.optim.Adam(generator.parameters(), lr=LR, betas=(0.5, 0.999))
-    d_opt = torch.optim.Adam([p for p in discriminator.parameters() if p.requires_grad],
-                             lr=LR, betas=(0.5, 0.999))
+    d_opt = torch.optim.Adam(discriminator.parameters(), lr=LR, betas=(0.5, 0.999))
     conditional = generator.num_classes > 0
     d_loss = g_loss = torch.zeros(())
     generator.train()
