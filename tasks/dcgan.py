@@ -205,7 +205,7 @@ class DCGANTask(PrivateImageTask):
     """DP-DCGAN across clients; see the module docstring for the privacy argument."""
 
     defaults: Mapping[str, float | int] = {
-        "num-server-rounds": 10, "local-epochs": 2, "batch-size": 64, "lr": 1e-3,
+        "num-server-rounds": 10, "local-epochs": 2, "batch-size": 64, "lr": 3e-4,
     }
     client_metrics = ("g_loss", "d_loss", "d_real_accuracy", "d_fake_accuracy")
     server_metrics = ("fid", "inception_score", "reference_accuracy")

@@ -48,5 +48,5 @@ def test_config_names_the_bad_flag(overrides, flag):
 
 def test_defaults_are_valid_and_resolve_the_task_defaults():
     cfg = RunConfig.from_mapping({"task": "dcgan"})
-    assert (cfg.num_server_rounds, cfg.local_epochs, cfg.batch_size, cfg.lr) == (10, 2, 64, 1e-3)
+    assert (cfg.num_server_rounds, cfg.local_epochs, cfg.batch_size, cfg.lr) == (10, 2, 64, 3e-4)
     assert (cfg.dataset, cfg.image_size, cfg.dp, cfg.delta) == ("mnist5k", 28, True, 1e-5)

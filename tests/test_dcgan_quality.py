@@ -24,10 +24,17 @@ def test_adam_state_survives_rounds_and_steps_accumulate():
     arrays, state = t.initial_arrays(), RecordDict()
     result = t.train(arrays, Partition(0, 8), state, 1)
     _, steps = dp_sgd.poisson_plan(result.num_examples, 32)
-    first = _adam_steps(state)
-    assert first and set(first.values()) == {steps}  # every G and D parameter stepped each step
+    g_steps = int(t.config["gan-g-steps"])
+    assert g_steps == 3  # the default: three G steps after each D step
+
+    def by_owner(counts):
+        return {owner: {v for k, v in counts.items() if k.startswith(f"{owner}.")}
+                for owner in ("g", "d")}
+
+    # every D parameter stepped each D step, every G parameter each G step
+    assert by_owner(_adam_steps(state)) == {"g": {g_steps * steps}, "d": {steps}}
     t.train(result.arrays, Partition(0, 8), state, 2)
-    assert set(_adam_steps(state).values()) == {2 * steps}
+    assert by_owner(_adam_steps(state)) == {"g": {2 * g_steps * steps}, "d": {2 * steps}}
     # a fresh optimizer pair resumes exactly the stored moments
     generator, discriminator = build_pair(28, 1, 32, 0)
     g_opt = torch.optim.Adam(generator.parameters())
@@ -35,7 +42,7 @@ def test_adam_state_survives_rounds_and_steps_accumulate():
     assert load_optimizers(state, g_opt, d_opt)
     saved = state[OPTIMIZER_KEY].to_torch_state_dict()
     assert torch.equal(d_opt.state_dict()["state"][0]["exp_avg"], saved["d.0.exp_avg"])
-    assert float(g_opt.state_dict()["state"][1]["step"]) == 2 * steps
+    assert float(g_opt.state_dict()["state"][1]["step"]) == 2 * g_steps * steps
     # the privacy accounting is unchanged: one accountant step per D step
     assert dp_sgd.load_history(state) == [(1.0, 1 / steps, 2 * steps)]
 
