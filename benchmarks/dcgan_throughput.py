@@ -1,14 +1,16 @@
 """Images/s of one client's local DCGAN training, without DP and with DP per grad-sample mode.
 
 Measures exactly the task's local loop (``tasks.dcgan.gan_round``: one D step on a real
-Poisson batch plus as many fakes, one G step through a frozen D) on the default data
+Poisson batch plus the task's count of fakes, then ``--g-steps`` G steps through a frozen D,
+3 by default as in a run) on the default data
 (mnist5k, 28x28, 800 images = one of five IID clients), after one warm-up epoch.
 Every configuration is measured in this one process, back to back, so the ratios are
 comparable; absolute figures depend on the machine's load.
 
 Usage::
 
-    PYTHONPATH=. python benchmarks/dcgan_throughput.py [--epochs 2] [--threads 1]
+    PYTHONPATH=. python benchmarks/dcgan_throughput.py [--epochs 2] [--threads 1] \
+        [--public-prior] [--g-steps 3]
 """
 
 from __future__ import annotations
@@ -21,20 +23,23 @@ import torch
 from flwr.app import RecordDict
 from torch.utils.data import DataLoader, TensorDataset
 
+from fl_sim.config import defaults
 from tasks import dp_sgd, public_prior
 from tasks.data import load_images
-from tasks.dcgan import BETA1, WIDTH, gan_round
+from tasks.dcgan import BETA1, WIDTH, balanced_fakes, gan_round
 from tasks.dcgan_models import build_pair
 
 MODES = ("none", *dp_sgd.GRAD_SAMPLE_MODES)
 
 
 def measure(mode: str, images: torch.Tensor, batch: int, epochs: int, size: int,
-            prior: bool = False) -> float:
+            prior: bool = False, g_steps: int = 1) -> float:
     """Real images per second of local training in ``mode`` ("none" = no DP).
 
     ``prior``: D's public feature layers frozen, as under ``--gan-public-prior digits``
-    (only their freezing matters for speed, not their pretrained values).
+    (only their freezing matters for speed, not their pretrained values). Each D step
+    takes as many fakes as the task's (:func:`tasks.dcgan.balanced_fakes`) and is
+    followed by ``g_steps`` G steps.
     """
     generator, discriminator = build_pair(size, images.shape[1], WIDTH, 0)
     if prior:
@@ -47,9 +52,10 @@ def measure(mode: str, images: torch.Tensor, batch: int, epochs: int, size: int,
         settings = dp_sgd.DPSettings(1.0, 1.0, grad_sample_mode=mode)
         module, d_opt, loader = dp_sgd.PrivateTrainer(settings, RecordDict()).make_private(
             discriminator, d_opt, loader)
-    gan_round(generator, module, loader, g_opt, d_opt, 1, batch)  # warm-up
+    fakes = balanced_fakes(len(images), batch, mode != "none")
+    gan_round(generator, module, loader, g_opt, d_opt, 1, fakes, g_steps=g_steps)  # warm-up
     started = time.perf_counter()
-    stats = gan_round(generator, module, loader, g_opt, d_opt, epochs, batch)
+    stats = gan_round(generator, module, loader, g_opt, d_opt, epochs, fakes, g_steps=g_steps)
     return stats["images"] / (time.perf_counter() - started)
 
 
@@ -62,6 +68,8 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=28)
     parser.add_argument("--public-prior", action="store_true",
                         help="freeze D's public feature layers (the default for MNIST data)")
+    parser.add_argument("--g-steps", type=int, default=int(defaults()["gan-g-steps"]),
+                        help="G steps per D step (default: the run default, --gan-g-steps)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -69,14 +77,15 @@ def main() -> None:
     images = torch.from_numpy(data.train_x[:800])
     print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{args.threads} thread(s), batch {args.batch_size}, {args.image_size}x{args.image_size}"
-          f"{', public prior (frozen D features)' if args.public_prior else ''}")
+          f"{', public prior (frozen D features)' if args.public_prior else ''}, "
+          f"{args.g_steps} G step(s) per D step")
     print("| mode | images/s | DP / no-DP |")
     print("|---|---|---|")
     baseline = None
     for mode in MODES:
         try:
             rate = measure(mode, images, args.batch_size, args.epochs, args.image_size,
-                           args.public_prior)
+                           args.public_prior, args.g_steps)
         except Exception as error:  # a mode Opacus cannot run for these layers
             print(f"| {mode} | fails: {type(error).__name__}: {str(error).splitlines()[0][:90]} | |")
             continue

@@ -120,6 +120,25 @@ def load_optimizers(state: RecordDict, g_opt: torch.optim.Optimizer,
     return True
 
 
+def balanced_fakes(num_examples: int, batch_size: int, dp: bool) -> int:
+    """Fakes in each D step: as many as the real images a step sees on average.
+
+    Under DP every example's gradient is clipped to the same norm C, so each row of
+    the D step is one equal vote, and the component all votes share (move every
+    logit up or down) grows with the difference of the counts. Opacus's Poisson
+    batches hold ``N q`` real images on average (61.5 for 800 images at batch 64),
+    so the batch-size-many fakes used before outvoted them by 2.5 every step: a
+    steady drift to "everything is fake" that the noised discriminative signal could
+    not undo (48 fakes drifted to "everything is real"). ``N q`` depends only on the
+    client's data-set size and batch size, which the privacy plan already treats as
+    public. Without DP the batches are exactly ``batch_size`` real images.
+    """
+    if not dp:
+        return batch_size
+    rate, _ = dp_sgd.poisson_plan(num_examples, batch_size)
+    return max(1, round(num_examples * rate))
+
+
 def gan_round(
     generator: Generator, discriminator: nn.Module, loader: DataLoader,
     g_opt: torch.optim.Optimizer, d_opt: torch.optim.Optimizer, epochs: int, fakes: int,
@@ -405,22 +424,8 @@ class DCGANTask(PrivateImageTask):
         return TrainResult(ArrayRecord(joint), len(x), metrics)
 
     def fakes_per_step(self, num_examples: int) -> int:
-        """Fakes in each D step: as many as the real images a step sees on average.
-
-        Under DP every example's gradient is clipped to the same norm C, so each row of
-        the D step is one equal vote, and the component all votes share (move every
-        logit up or down) grows with the difference of the counts. Opacus's Poisson
-        batches hold ``N q`` real images on average (61.5 for 800 images at batch 64),
-        so the batch-size-many fakes used before outvoted them by 2.5 every step: a
-        steady drift to "everything is fake" that the noised discriminative signal could
-        not undo (48 fakes drifted to "everything is real"). ``N q`` depends only on the
-        client's data-set size and batch size, which the privacy plan already treats as
-        public. Without DP the batches are exactly ``--batch-size`` real images.
-        """
-        if not self.dp:
-            return self.batch_size
-        rate, _ = dp_sgd.poisson_plan(num_examples, self.batch_size)
-        return max(1, round(num_examples * rate))
+        """Fakes in each of this client's D steps (see :func:`balanced_fakes`)."""
+        return balanced_fakes(num_examples, self.batch_size, self.dp)
 
     def evaluate(self, arrays: ArrayRecord, partition: Partition) -> EvalResult:
         """The global G against the global D on generated images only (no real data)."""
