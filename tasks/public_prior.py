@@ -43,7 +43,7 @@ from tasks.dcgan_models import Discriminator, Generator, dcgan_init
 
 PRIORS = ("auto", "digits", "none")
 DIGIT_DATASETS = ("mnist5k", "mnist")  # what "auto" gives the digits prior
-COPIES = 30  # distorted copies of each of the 210 font glyphs: 6,300 public digits
+COPIES = 30  # distorted copies of each of the 210 font glyphs: up to 6,300 public digits
 FEATURE_EPOCHS = 5
 GAN_EPOCHS = 15
 BATCH = 64
