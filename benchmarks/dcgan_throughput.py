@@ -7,10 +7,15 @@ Poisson batch plus the task's count of fakes, then ``--g-steps`` G steps through
 Every configuration is measured in this one process, back to back, so the ratios are
 comparable; absolute figures depend on the machine's load.
 
+``--device cuda`` runs the same loop on a GPU (the loader's batches are moved there, as
+``gan_round`` does in a run); ``--batch-sizes 64,256,1024`` measures several batch sizes,
+and ``--images`` must then be at least the largest (Poisson sampling needs q <= 1).
+
 Usage::
 
     PYTHONPATH=. python benchmarks/dcgan_throughput.py [--epochs 2] [--threads 1] \
-        [--public-prior] [--g-steps 3]
+        [--public-prior] [--g-steps 3] [--device cuda] [--batch-sizes 64,256,1024] \
+        [--images 4000]
 """
 
 from __future__ import annotations
@@ -33,15 +38,17 @@ MODES = ("none", *dp_sgd.GRAD_SAMPLE_MODES)
 
 
 def measure(mode: str, images: torch.Tensor, batch: int, epochs: int, size: int,
-            prior: bool = False, g_steps: int = 1) -> float:
+            prior: bool = False, g_steps: int = 1, device: str = "cpu") -> float:
     """Real images per second of local training in ``mode`` ("none" = no DP).
 
     ``prior``: D's public feature layers frozen, as under ``--gan-public-prior digits``
     (only their freezing matters for speed, not their pretrained values). Each D step
     takes as many fakes as the task's (:func:`tasks.dcgan.balanced_fakes`) and is
-    followed by ``g_steps`` G steps.
+    followed by ``g_steps`` G steps. On a GPU the clock is read after a synchronise,
+    so queued kernels are counted.
     """
-    generator, discriminator = build_pair(size, images.shape[1], WIDTH, 0)
+    generator, discriminator = (net.to(device) for net in build_pair(
+        size, images.shape[1], WIDTH, 0))
     if prior:
         public_prior.freeze(discriminator)
     loader = DataLoader(TensorDataset(images), batch_size=batch, shuffle=True)
@@ -54,15 +61,26 @@ def measure(mode: str, images: torch.Tensor, batch: int, epochs: int, size: int,
             discriminator, d_opt, loader)
     fakes = balanced_fakes(len(images), batch, mode != "none")
     gan_round(generator, module, loader, g_opt, d_opt, 1, fakes, g_steps=g_steps)  # warm-up
+    _synchronise(device)
     started = time.perf_counter()
     stats = gan_round(generator, module, loader, g_opt, d_opt, epochs, fakes, g_steps=g_steps)
+    _synchronise(device)
     return stats["images"] / (time.perf_counter() - started)
+
+
+def _synchronise(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--batch-sizes", default="64",
+                        help="comma-separated batch sizes, each measured for every mode")
+    parser.add_argument("--images", type=int, default=800,
+                        help="training images (800 = one of five IID clients)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads (1 = what one Ray client gets with --client-cpus 1)")
     parser.add_argument("--image-size", type=int, default=28)
@@ -74,25 +92,34 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     data = load_images("mnist5k", "", args.image_size, 42)
-    images = torch.from_numpy(data.train_x[:800])
-    print(f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{args.threads} thread(s), batch {args.batch_size}, {args.image_size}x{args.image_size}"
+    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    if len(data.train_x) < max(args.images, *batch_sizes):
+        parser.error(f"--images and --batch-sizes must be at most {len(data.train_x)}")
+    if max(batch_sizes) > args.images:
+        parser.error("--images must be at least the largest of --batch-sizes")
+    images = torch.from_numpy(data.train_x[:args.images])
+    where = (torch.cuda.get_device_name() if args.device.startswith("cuda")
+             else platform.processor() or platform.machine())
+    print(f"# {where}, torch {torch.__version__}, {args.threads} thread(s), "
+          f"{args.images} images, {args.image_size}x{args.image_size}"
           f"{', public prior (frozen D features)' if args.public_prior else ''}, "
           f"{args.g_steps} G step(s) per D step")
-    print("| mode | images/s | DP / no-DP |")
-    print("|---|---|---|")
-    baseline = None
-    for mode in MODES:
-        try:
-            rate = measure(mode, images, args.batch_size, args.epochs, args.image_size,
-                           args.public_prior, args.g_steps)
-        except Exception as error:  # a mode Opacus cannot run for these layers
-            print(f"| {mode} | fails: {type(error).__name__}: {str(error).splitlines()[0][:90]} | |")
-            continue
-        baseline = rate if mode == "none" else baseline
-        ratio = f"{rate / baseline:.2f}" if baseline and mode != "none" else ""
-        print(f"| {'no DP' if mode == 'none' else 'DP, ' + mode} | {rate:.0f} | {ratio} |",
-              flush=True)
+    print("| batch | mode | images/s | DP / no-DP |")
+    print("|---|---|---|---|")
+    for batch in batch_sizes:
+        baseline = None
+        for mode in MODES:
+            try:
+                rate = measure(mode, images, batch, args.epochs, args.image_size,
+                               args.public_prior, args.g_steps, args.device)
+            except Exception as error:  # a mode Opacus cannot run for these layers
+                reason = f"{type(error).__name__}: {str(error).splitlines()[0][:90]}"
+                print(f"| {batch} | DP, {mode} | fails: {reason} | |", flush=True)
+                continue
+            baseline = rate if mode == "none" else baseline
+            ratio = f"{rate / baseline:.2f}" if baseline and mode != "none" else ""
+            label = "no DP" if mode == "none" else f"DP, {mode}"
+            print(f"| {batch} | {label} | {rate:.0f} | {ratio} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -167,24 +167,26 @@ def gan_round(
     generator.train()
     discriminator.train()
     classes = generator.num_classes
+    device = next(generator.parameters()).device  # the loader's batches are moved there
     sums = {"d_loss": 0.0, "g_loss": 0.0, "d_real_accuracy": 0.0, "d_fake_accuracy": 0.0}
     real_seen = steps = g_taken = 0
-    ones = torch.ones(fakes)
+    ones = torch.ones(fakes, device=device)
 
     def draw() -> tuple[torch.Tensor, torch.Tensor | None]:
         """``fakes`` generated images and their (uniform) labels, None if unconditional."""
-        y = torch.randint(classes, (fakes,)) if classes else None
-        return generator(torch.randn(fakes, generator.latent_dim), y), y
+        y = torch.randint(classes, (fakes,), device=device) if classes else None
+        return generator(torch.randn(fakes, generator.latent_dim, device=device), y), y
 
     for _ in range(epochs):
         for batch in loader:
-            real = batch[0]
+            real = batch[0].to(device)
             b = len(real)
             fake, y_fake = draw()
-            y_both = torch.cat([batch[1].long(), y_fake]) if classes else None
+            y_both = torch.cat([batch[1].to(device).long(), y_fake]) if classes else None
             d_opt.zero_grad(set_to_none=True)
             logits = discriminator(torch.cat([real, fake.detach()]), y_both)
-            targets = torch.cat([torch.full((b,), real_label), torch.zeros(fakes)])
+            targets = torch.cat([torch.full((b,), real_label, device=device),
+                                 torch.zeros(fakes, device=device)])
             d_loss = F.binary_cross_entropy_with_logits(logits, targets)
             d_loss.backward()
             d_opt.step()
