@@ -19,6 +19,7 @@ from strategies import registry as strategy_registry
 from tasks import public_prior
 from tasks import registry as task_registry
 from tasks.data import DATASETS, IMAGE_SIZES, PARTITIONS, DataError, check_source
+from tasks.devices import DEVICES
 from tasks.dp_sgd import ACCOUNTANTS, GRAD_SAMPLE_MODES
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -209,6 +210,9 @@ OPTIONS: tuple[Option, ...] = (
            _one_of(lambda: list(ACCOUNTANTS))),
     Option("grad-sample-mode", "--grad-sample-mode", "how Opacus computes per-sample gradients",
            _one_of(lambda: list(GRAD_SAMPLE_MODES))),
+    Option("device", "--device",
+           "where dcgan clients train and the server fits its public prior "
+           "(auto: a GPU when the process sees one)", _one_of(lambda: list(DEVICES))),
     # --- disguise task (issue 5) ---
     Option("hide", "--hide", "disguise task: comma-separated hidden classes (e.g. 0,1)"),
     Option("decoy", "--decoy",
@@ -242,6 +246,9 @@ OPTIONS: tuple[Option, ...] = (
            "public data D's feature layers are trained on (then frozen) and G starts from "
            "(auto: digits for mnist5k/mnist, none otherwise)",
            _one_of(lambda: list(public_prior.PRIORS))),
+    Option("gan-class-code", "--gan-class-code",
+           "with the digits prior, G draws one of ten digit classes per sample, pulled there "
+           "by a frozen public classifier (D stays unconditional; no private label is read)"),
     # --- class-conditional DP-DCGAN (issue 8) ---
     Option("conditional", "--conditional",
            "dcgan: condition G and D on the label (labels are private data too); "
@@ -338,6 +345,7 @@ class RunConfig:
     target_epsilon: float
     accountant: str
     grad_sample_mode: str
+    device: str
     # --- disguise task (issue 5) ---
     hide: str
     decoy: str
@@ -352,6 +360,7 @@ class RunConfig:
     gan_g_steps: int
     gan_ema: float
     gan_public_prior: str
+    gan_class_code: bool
     # --- class-conditional DP-DCGAN (issue 8) ---
     conditional: bool
 

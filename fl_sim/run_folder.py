@@ -36,6 +36,11 @@ def settings_of(run_dir: str | Path) -> dict[str, Any]:
     return dict(json.loads(path.read_text())["settings"])
 
 
+# What a run folder made before a key existed meant by it: a dcgan run from before the
+# class code (fifth session) has an uncoded generator.
+BEFORE_THE_KEY = {"gan-class-code": False}
+
+
 def load_task(run_dir: str | Path, need: str | None = None) -> Any:
     """The run's task object, rebuilt from its settings.
 
@@ -48,8 +53,9 @@ def load_task(run_dir: str | Path, need: str | None = None) -> Any:
     from fl_sim.config import defaults
     from tasks import registry
 
-    # Keys added after the run was made take their defaults (they did not exist then).
-    settings = {**defaults(), **settings_of(run_dir)}
+    # Keys added after the run was made take their defaults (they did not exist then),
+    # except where today's default would build different networks than the run's.
+    settings = {**defaults(), **BEFORE_THE_KEY, **settings_of(run_dir)}
     settings["run-dir"] = str(run_dir)
     task = registry.get(str(settings["task"]))(settings)
     if need and not hasattr(task, need):

@@ -44,6 +44,7 @@ from tasks import data as image_data
 from tasks import cnn, dp_sgd, gan_metrics, public_prior
 from tasks.base import EvalResult, Partition, TrainResult
 from tasks.dcgan_models import Discriminator, Generator, build_pair
+from tasks.devices import torch_device
 from tasks.gan_ema import GeneratorEMA, ema_state, with_ema
 from tasks.image_task import PrivateImageTask
 from tasks.images import save_grid
@@ -54,6 +55,7 @@ BETA1 = 0.5
 GRID_SIZE = 64
 EVAL_FAKES = 256
 G_PREFIX, D_PREFIX = "generator.", "discriminator."
+GUIDE_PREFIX = "guide."  # the frozen public classifier of a coded G (tasks/public_prior.py)
 OPTIMIZER_KEY = "dcgan-optimizers"
 WIDTH = 32  # the default of --gan-width (benchmarks/dcgan_throughput.py uses it)
 TSTR_EPOCHS = 5
@@ -144,6 +146,7 @@ def gan_round(
     g_opt: torch.optim.Optimizer, d_opt: torch.optim.Optimizer, epochs: int, fakes: int,
     real_label: float = 1.0, after_step: Callable[[], None] | None = None,
     d_steps: int = 1, ema: GeneratorEMA | None = None, g_steps: int = 1,
+    guide: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Local GAN training; ``discriminator`` may be an Opacus-wrapped module.
 
@@ -155,8 +158,12 @@ def gan_round(
     ``real_label`` < 1 is one-sided label smoothing. ``after_step`` runs after each D
     step (FedProx's proximal pull). ``g_steps`` > 1 takes that many G steps each time
     (the first on the last fakes, the others on fresh ones): G's steps are
-    post-processing of the private D, so they add progress without spending privacy. Conditional networks (``num_classes > 0``) take the
-    loader's labels with the real images and uniformly drawn labels with the fakes.
+    post-processing of the private D, so they add progress without spending privacy.
+    A generator with classes (``num_classes > 0``) draws uniform labels for its fakes; a
+    conditional D also takes the loader's labels with the real images (a coded G's D is
+    unconditional, and the loader then holds images only). ``guide(fakes, labels)``, if
+    given, is added to each G loss: the public classifier's pull towards the coded class
+    (:func:`tasks.public_prior.guide_loss`), post-processing like the rest of G's step.
 
     Returns
     -------
@@ -182,7 +189,7 @@ def gan_round(
             real = batch[0].to(device)
             b = len(real)
             fake, y_fake = draw()
-            y_both = torch.cat([batch[1].to(device).long(), y_fake]) if classes else None
+            y_both = torch.cat([batch[1].to(device).long(), y_fake]) if len(batch) > 1 else None
             d_opt.zero_grad(set_to_none=True)
             logits = discriminator(torch.cat([real, fake.detach()]), y_both)
             targets = torch.cat([torch.full((b,), real_label, device=device),
@@ -198,7 +205,7 @@ def gan_round(
                     g_opt.zero_grad(set_to_none=True)
                     g_loss = F.binary_cross_entropy_with_logits(
                         discriminator(fake, y_fake), ones)
-                    g_loss.backward()
+                    (g_loss + guide(fake, y_fake) if guide is not None else g_loss).backward()
                 g_opt.step()
                 if ema is not None:
                     ema.update(generator)
@@ -244,8 +251,13 @@ class DCGANTask(PrivateImageTask):
         self.g_steps = int(config["gan-g-steps"])
         self.ema_decay = float(config["gan-ema"])
         self.prior = public_prior.resolve(str(config["gan-public-prior"]), self.dataset)
+        self.coded = (bool(config.get("gan-class-code", True)) and self.prior == "digits"
+                      and not self.conditional)
+        self.device_choice = str(config.get("device", "auto"))
         if self.conditional:
             self.server_metrics = (*type(self).server_metrics, *TSTR_METRICS)
+        if self.coded:
+            self.server_metrics = (*type(self).server_metrics, "code_agreement")
 
     # --- data and plan (``images``, ``noise_multiplier``: PrivateImageTask) ------------
     def _client_data(self, partition: Partition) -> tuple[np.ndarray, np.ndarray]:
@@ -293,10 +305,16 @@ class DCGANTask(PrivateImageTask):
         """Label classes the networks are conditioned on (0: unconditional)."""
         return self.images.num_classes if self.conditional else 0
 
+    @property
+    def code_classes(self) -> int:
+        """Classes of G's public class code (0: none; D is unconditional either way)."""
+        return public_prior.CODE_CLASSES if self.coded else 0
+
     def _pair(self) -> tuple[Generator, Discriminator]:
         """A fresh (G, D); with a public prior, D's public feature layers are frozen."""
         generator, discriminator = build_pair(self.image_size, self.images.channels,
-                                              self.width, self.seed, self.num_classes)
+                                              self.width, self.seed, self.num_classes,
+                                              self.code_classes)
         if self.prior != "none":
             public_prior.freeze(discriminator)
         return generator, discriminator
@@ -320,6 +338,26 @@ class DCGANTask(PrivateImageTask):
         """Balanced labels for ``count`` released images (class ``i % K``), or None."""
         return torch.arange(count) % self.num_classes if self.conditional else None
 
+    def _codes(self, count: int) -> torch.Tensor | None:
+        """What G reads beside z for ``count`` images: the labels, or balanced class codes.
+
+        A coded G's codes are not released as labels: they name the public class G was
+        pulled towards, which no private label has confirmed.
+        """
+        if self.coded:
+            return torch.arange(count) % self.code_classes
+        return self._labels(count)
+
+    def _guide(self, arrays: ArrayRecord) -> nn.Module | None:
+        """The frozen public classifier carried in the global model (coded G only)."""
+        if not self.coded:
+            return None
+        state = {k[len(GUIDE_PREFIX):]: v for k, v in arrays.to_torch_state_dict().items()
+                 if k.startswith(GUIDE_PREFIX)}
+        guide = cnn.SmallCNN(self.images.channels, self.code_classes)
+        guide.load_state_dict(state)
+        return public_prior.frozen_guide(guide)
+
     def initial_arrays(self) -> ArrayRecord:
         """Seeded DCGAN initialisation; D is checked by Opacus's ModuleValidator here.
 
@@ -327,7 +365,8 @@ class DCGANTask(PrivateImageTask):
         server (see tasks/public_prior.py); what it found is kept in ``public_prior.json``.
         """
         generator, discriminator = build_pair(self.image_size, self.images.channels,
-                                              self.width, self.seed, self.num_classes)
+                                              self.width, self.seed, self.num_classes,
+                                              self.code_classes)
         if self.dp:  # checked before the public pretraining's seconds are spent
             dp_sgd.require_dp_compatible(discriminator)
             if self.config["grad-sample-mode"] == "ew":
@@ -338,12 +377,17 @@ class DCGANTask(PrivateImageTask):
         kept = self._resumed_start()
         if kept is not None:
             return kept
+        guide = None
         if self.prior != "none":
             public_prior.resolve(self.prior, self.dataset, self.images.channels)
             started = time.monotonic()
             self._say("public prior: training G and D on public font digits before round 1")
-            record = {"prior": self.prior, **public_prior.pretrain(
-                generator, discriminator, self.image_size, self.seed)}
+            device = torch_device(self.device_choice)
+            guide = (public_prior.guide_classifier(self.image_size, self.seed)
+                     if self.coded else None)
+            record = {"prior": self.prior, "device": device.type, "class_code": self.coded,
+                      **public_prior.pretrain(generator, discriminator, self.image_size,
+                                              self.seed, device, guide)}
             record["seconds"] = round(time.monotonic() - started, 1)
             self._say(f"public prior: done in {record['seconds']:.0f} s")
             if self.run_dir is not None:
@@ -353,6 +397,8 @@ class DCGANTask(PrivateImageTask):
         joint = joint_state(generator, discriminator)
         if self.ema_decay:
             joint = with_ema(joint, generator.state_dict())
+        if guide is not None:
+            joint.update({f"{GUIDE_PREFIX}{k}": v for k, v in guide.state_dict().items()})
         return ArrayRecord(joint)
 
     def _say(self, line: str) -> None:
@@ -381,8 +427,11 @@ class DCGANTask(PrivateImageTask):
 
         Under FedProx both networks take the proximal step towards the global weights
         after every step (decoupled from D's privatised gradient: see tasks/proximal.py).
+        Training runs on ``--device`` (a GPU Ray gave this client, with ``auto``); the
+        weights and Adam states go back to the CPU when they are packed for the server.
         """
-        generator, discriminator = self._load(arrays)
+        device = torch_device(self.device_choice)
+        generator, discriminator = (net.to(device) for net in self._load(arrays))
         g_anchor = ProximalAnchor(generator, proximal_mu)
         d_anchor = ProximalAnchor(discriminator, proximal_mu)
         torch.manual_seed(self.seed * 1_000_003 + server_round * 1_009 + partition.index)
@@ -394,8 +443,8 @@ class DCGANTask(PrivateImageTask):
         if self.ema_decay:
             _, per_epoch = dp_sgd.poisson_plan(len(x), self.batch_size)
             g_per_round = self.local_epochs * per_epoch // self.d_steps * self.g_steps
-            ema = GeneratorEMA(ema_state(arrays.to_torch_state_dict()), self.ema_decay,
-                               first_step=(server_round - 1) * g_per_round)
+            start = {k: v.to(device) for k, v in ema_state(arrays.to_torch_state_dict()).items()}
+            ema = GeneratorEMA(start, self.ema_decay, first_step=(server_round - 1) * g_per_round)
         betas = (BETA1, 0.999)
         g_opt = torch.optim.Adam(generator.parameters(), lr=self.lr, betas=betas)
         d_opt = torch.optim.Adam(discriminator.parameters(), lr=self.d_lr,
@@ -411,9 +460,11 @@ class DCGANTask(PrivateImageTask):
             g_anchor.pull(generator, self.lr)
             d_anchor.pull(discriminator, self.d_lr)
 
+        guide = self._guide(arrays)
         stats = gan_round(generator, d_module, loader, g_opt, d_opt, self.local_epochs,
                           self.fakes_per_step(len(x)), self.real_label,
-                          pull if proximal_mu else None, self.d_steps, ema, self.g_steps)
+                          pull if proximal_mu else None, self.d_steps, ema, self.g_steps,
+                          None if guide is None else public_prior.guide_loss(guide.to(device)))
         if self.keep_optimizer:
             save_optimizers(state, g_opt, d_opt)
         metrics = {k: stats[k] for k in self.client_metrics}
@@ -423,6 +474,8 @@ class DCGANTask(PrivateImageTask):
         joint = joint_state(generator, discriminator)
         if ema is not None:
             joint = with_ema(joint, ema.state)
+        if guide is not None:  # sent back unchanged, so the average keeps it
+            joint.update({f"{GUIDE_PREFIX}{k}": v for k, v in guide.state_dict().items()})
         return TrainResult(ArrayRecord(joint), len(x), metrics)
 
     def fakes_per_step(self, num_examples: int) -> int:
@@ -436,7 +489,8 @@ class DCGANTask(PrivateImageTask):
         discriminator.eval()
         torch.manual_seed(self.seed + 7919 * partition.index)
         with torch.no_grad():
-            y = torch.randint(self.num_classes, (EVAL_FAKES,)) if self.conditional else None
+            classes = generator.num_classes  # a conditional or a coded G
+            y = torch.randint(classes, (EVAL_FAKES,)) if classes else None
             logits = discriminator(generator(torch.randn(EVAL_FAKES, generator.latent_dim), y),
                                    y)
             g_loss = F.binary_cross_entropy_with_logits(logits, torch.ones(EVAL_FAKES))
@@ -458,15 +512,15 @@ class DCGANTask(PrivateImageTask):
     def generate(self, arrays: ArrayRecord, count: int, seed: int) -> np.ndarray:
         """``count`` images (model range) of the released G for a fixed noise seed.
 
-        The released G is the EMA generator when ``--gan-ema`` is on; conditional models
-        draw class ``i % K`` for image ``i``.
+        The released G is the EMA generator when ``--gan-ema`` is on; conditional and
+        coded models draw class ``i % K`` for image ``i``.
         """
         generator, _ = self._load(arrays, released=True)
         generator.eval()
         z = torch.randn(count, generator.latent_dim, generator=torch.Generator().manual_seed(seed))
         out = []
         with torch.no_grad():
-            labels = self._labels(count)
+            labels = self._codes(count)
             for start in range(0, count, 1000):
                 y = None if labels is None else labels[start:start + 1000]
                 out.append(generator(z[start:start + 1000], y).numpy())
@@ -480,8 +534,9 @@ class DCGANTask(PrivateImageTask):
         features, probs = self._reference.embed(fakes)
         fid = gan_metrics.frechet_distance(*gan_metrics.statistics(features), *self._real_stats)
         if self.run_dir is not None and server_round >= 0:
-            per_row = self.num_classes or None  # conditional: one column per class
-            count = 8 * self.num_classes if self.conditional else GRID_SIZE
+            classes = self.num_classes or self.code_classes
+            per_row = classes or None  # conditional or coded: one column per class
+            count = 8 * classes if classes else GRID_SIZE
             save_grid(self.generate(arrays, count, self.seed),
                       self.run_dir / "samples" / f"round_{server_round:03d}.png", per_row)
             joint = arrays.to_torch_state_dict()
@@ -495,6 +550,11 @@ class DCGANTask(PrivateImageTask):
                 tmp.replace(path)
         metrics = {"fid": fid, "inception_score": gan_metrics.inception_score(probs),
                    "reference_accuracy": self._reference.accuracy}
+        if self.coded:
+            # How often a classifier of *real* digits reads a coded fake as its code: the
+            # share of samples recognisable as the digit G was asked for.
+            codes = self._codes(len(fakes)).numpy()
+            metrics["code_agreement"] = float((probs.argmax(1) == codes).mean())
         if self.conditional:
             metrics.update(self._tstr(arrays))
         return metrics

@@ -134,10 +134,15 @@ def dcgan_init(module: nn.Module) -> None:
 
 
 def build_pair(image_size: int, channels: int, width: int, seed: int,
-               num_classes: int = 0) -> tuple[Generator, Discriminator]:
-    """A seeded, initialised (G, D): identical in every process for the same seed."""
+               num_classes: int = 0, code_classes: int = 0) -> tuple[Generator, Discriminator]:
+    """A seeded, initialised (G, D): identical in every process for the same seed.
+
+    ``code_classes`` > 0 (with ``num_classes`` 0) gives G a class code, read like a cGAN's
+    label, while D stays unconditional: see ``tasks/public_prior.py`` (the code's classes
+    are learned from public digits; no private label is ever read).
+    """
     torch.manual_seed(seed)
-    generator = Generator(image_size, channels, width, num_classes=num_classes)
+    generator = Generator(image_size, channels, width, num_classes=num_classes or code_classes)
     discriminator = Discriminator(image_size, channels, width, num_classes=num_classes)
     dcgan_init(generator)
     dcgan_init(discriminator)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import pickle
 
@@ -34,6 +35,7 @@ def quick(monkeypatch):
     monkeypatch.setattr(public_prior, "COPIES", 3)
     monkeypatch.setattr(public_prior, "FEATURE_EPOCHS", 1)
     monkeypatch.setattr(public_prior, "GAN_EPOCHS", 1)
+    monkeypatch.setattr(public_prior, "GUIDE_EPOCHS", 1)
 
 
 @pytest.mark.parametrize(("prior", "dataset", "expected"), [
@@ -85,26 +87,34 @@ def test_cli_refuses_a_grey_prior_for_colour_data(tmp_path):
     assert not out.exists() or list(out.iterdir()) == []
 
 
-def test_every_font_draws_ten_different_digits():
+def test_every_font_draws_different_digits_and_no_slashed_zero():
     images, labels = font_digits.glyphs()
-    assert images.shape == (210, 1, font_digits.GLYPH, font_digits.GLYPH)
-    assert labels.tolist() == list(range(10)) * 21
+    per_face = [list(range(1 if name in font_digits.NO_ZERO else 0, 10))
+                for name in font_digits.FONTS]
+    assert len(font_digits.NO_ZERO) == 4 and set(font_digits.NO_ZERO) <= set(font_digits.FONTS)
+    assert images.shape == (206, 1, font_digits.GLYPH, font_digits.GLYPH)
+    assert labels.tolist() == [d for face in per_face for d in face]
     ink = (images > 0.5).flatten(1)
     assert bool((ink.sum(1) > 20).all())  # no empty (missing) glyph
-    for face in ink.view(21, 10, -1):  # no face maps two digits to one shape
-        assert len({tuple(row.tolist()) for row in face}) == 10
+    start = 0
+    for face in per_face:  # no face maps two digits to one shape
+        rows = ink[start:start + len(face)]
+        assert len({tuple(row.tolist()) for row in rows}) == len(face)
+        start += len(face)
 
 
 @pytest.fixture(scope="module")
 def public28():
-    """2,100 public digits (10 copies of each glyph; a run draws 30)."""
+    """Up to 2,060 public digits (10 copies of each glyph; a run draws 30)."""
     return font_digits.render(10, 28, 0)
 
 
 def test_public_digits_are_laid_out_as_mnist(public28):
     x, y = public28
     assert x.dtype == np.float32 and y.dtype == np.int64 and len(x) == len(y)
-    assert 0.99 * 2100 <= len(x) <= 2100 and np.bincount(y).min() >= 0.98 * 210  # balanced
+    counts = np.bincount(y)  # balanced, but for the four fonts' zeros left out
+    assert 0.99 * 2060 <= len(x) <= 2060 and counts[1:].min() >= 0.98 * 210
+    assert 0.98 * 170 <= counts[0] <= 170
     assert x.min() == -1.0 and x.max() <= 1.0 and x.shape[1:] == (1, 28, 28)
     ink = x[:, 0] > 0.0
     rows, cols = ink.any(2), ink.any(1)
@@ -189,6 +199,7 @@ def test_round_zero_evaluates_the_public_generator(tmp_path, quick):
     metrics = t.central_evaluate(0, t.initial_arrays())
     assert np.isfinite(metrics["fid"]) and (tmp_path / "samples" / "round_000.png").exists()
     assert (tmp_path / "public_prior.json").exists()
+    assert "code_agreement" in t.server_metrics and 0 <= metrics["code_agreement"] <= 1
 
 
 def test_a_resumed_run_starts_from_its_round_zero_instead_of_pretraining(tmp_path, quick,
@@ -205,3 +216,82 @@ def test_a_resumed_run_starts_from_its_round_zero_instead_of_pretraining(tmp_pat
     assert all(torch.equal(again[k], v) for k, v in kept.to_torch_state_dict().items())
     with pytest.raises(AssertionError, match="trained again"):  # a new run does pretrain
         make_task(tmp_path / "new").initial_arrays()
+
+
+def test_the_default_generator_is_coded_and_the_discriminator_is_not(quick):
+    t = make_task()
+    g, d = t._pair()
+    assert t.coded and g.num_classes == public_prior.CODE_CLASSES and d.num_classes == 0
+    assert g.net[0].in_channels == g.latent_dim + 10 and d.net[0].in_channels == 1
+    plain = make_task(**{"gan-class-code": False})
+    assert not plain.coded and plain._pair()[0].num_classes == 0
+    assert not make_task(**{"gan-public-prior": "none"}).coded  # the code needs the prior
+    assert not make_task(conditional=True).coded  # labels, not codes, there
+
+
+def test_the_guide_travels_unchanged_and_the_private_loader_holds_no_labels(quick,
+                                                                          monkeypatch):
+    t = make_task(**{"noise-multiplier": 1.0})
+    arrays = t.initial_arrays()
+    start = arrays.to_torch_state_dict()
+    guide_keys = [k for k in start if k.startswith("guide.")]
+    assert guide_keys and "guide.head.3.weight" in guide_keys
+    seen = {}
+    real_round = __import__("tasks.dcgan", fromlist=["gan_round"]).gan_round
+
+    def spy(generator, discriminator, loader, *args, **kwargs):
+        seen["batch"] = len(next(iter(loader)))
+        bound = inspect.signature(real_round).bind(generator, discriminator, loader, *args,
+                                                   **kwargs)
+        seen["guide"] = bound.arguments.get("guide")
+        return real_round(generator, discriminator, loader, *args, **kwargs)
+
+    monkeypatch.setattr("tasks.dcgan.gan_round", spy)
+    result = t.train(arrays, Partition(0, 5), RecordDict(), server_round=1)
+    after = result.arrays.to_torch_state_dict()
+    assert all(torch.equal(start[k], after[k]) for k in guide_keys)
+    assert seen["batch"] == 1 and seen["guide"] is not None  # images only; G is guided
+
+
+def test_guide_loss_is_the_weighted_cross_entropy_against_the_codes():
+    torch.manual_seed(0)
+    guide = public_prior.frozen_guide(torch.nn.Sequential(torch.nn.Flatten(),
+                                                          torch.nn.Linear(4, 10)))
+    fakes, codes = torch.randn(6, 1, 2, 2, requires_grad=True), torch.arange(6)
+    loss = public_prior.guide_loss(guide, 0.5)(fakes, codes)
+    logits = guide(fakes)
+    by_hand = -0.5 * (logits.log_softmax(1)[torch.arange(6), codes]).mean()
+    assert float(loss) == pytest.approx(float(by_hand), rel=1e-6)
+    loss.backward()  # the pull reaches G's images, not the frozen guide
+    assert fakes.grad is not None and all(p.grad is None for p in guide.parameters())
+
+
+@pytest.mark.slow
+def test_the_coded_public_generator_draws_the_class_it_is_given(tmp_path):
+    """The full prior (not the quick one): the guide reads the code back from G's images."""
+    t = make_task(tmp_path, **{"gan-width": 32})
+    arrays = t.initial_arrays()
+    images = t.generate(arrays, 500, 7)
+    guide = t._guide(arrays)
+    with torch.no_grad():
+        agree = (guide(torch.from_numpy(images)).argmax(1) == torch.arange(500) % 10)
+    assert float(agree.float().mean()) > 0.9
+    # a classifier of real handwritten digits reads many of them as their codes too (it
+    # is trained on 1,000 digits and reads printed shapes less well)
+    assert t.central_evaluate(0, arrays)["code_agreement"] > 0.25  # chance: 0.1
+    record = json.loads((tmp_path / "public_prior.json").read_text())
+    assert record["class_code"] is True
+
+
+def test_a_coded_generator_serves_evaluation_release_and_audit(tmp_path, quick):
+    t = make_task(tmp_path)
+    arrays = t.initial_arrays()
+    assert t.evaluate(arrays, Partition(1, 5)).num_examples > 0  # G reads drawn codes
+    images, labels = t.synthesize(arrays, 30, seed=3)
+    assert images.shape == (30, 1, 28, 28) and labels is None  # codes are not labels
+    assert 0.0 <= images.min() and images.max() <= 1.0
+    assert t.discriminator_logits(arrays, images * 2 - 1).shape == (30,)
+    t.central_evaluate(1, arrays)
+    grid = (tmp_path / "samples" / "round_001.png")
+    from PIL import Image
+    assert Image.open(grid).size[0] > Image.open(grid).size[1]  # 10 columns x 8 rows
