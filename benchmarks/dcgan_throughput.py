@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from fl_sim.config import defaults
 from tasks import dp_sgd, public_prior
+from tasks.cnn import SmallCNN
 from tasks.data import load_images
 from tasks.dcgan import BETA1, WIDTH, balanced_fakes, gan_round
 from tasks.dcgan_models import build_pair
@@ -41,16 +42,21 @@ def measure(mode: str, images: torch.Tensor, batch: int, epochs: int, size: int,
             prior: bool = False, g_steps: int = 1, device: str = "cpu") -> float:
     """Real images per second of local training in ``mode`` ("none" = no DP).
 
-    ``prior``: D's public feature layers frozen, as under ``--gan-public-prior digits``
-    (only their freezing matters for speed, not their pretrained values). Each D step
+    ``prior``: as under ``--gan-public-prior digits`` (the default for MNIST data): D's
+    public feature layers frozen, G with the class code, and the guide classifier's loss
+    in every G step (only the shapes matter for speed, not pretrained values). Each D step
     takes as many fakes as the task's (:func:`tasks.dcgan.balanced_fakes`) and is
     followed by ``g_steps`` G steps. On a GPU the clock is read after a synchronise,
     so queued kernels are counted.
     """
+    code = public_prior.CODE_CLASSES if prior else 0
     generator, discriminator = (net.to(device) for net in build_pair(
-        size, images.shape[1], WIDTH, 0))
+        size, images.shape[1], WIDTH, 0, code_classes=code))
+    guide = None
     if prior:
         public_prior.freeze(discriminator)
+        guide = public_prior.guide_loss(public_prior.frozen_guide(
+            SmallCNN(images.shape[1], code).to(device)))
     loader = DataLoader(TensorDataset(images), batch_size=batch, shuffle=True)
     g_opt = torch.optim.Adam(generator.parameters(), 2e-4, betas=(BETA1, 0.999))
     d_opt = torch.optim.Adam(discriminator.parameters(), 2e-4, betas=(BETA1, 0.999))
@@ -60,10 +66,12 @@ def measure(mode: str, images: torch.Tensor, batch: int, epochs: int, size: int,
         module, d_opt, loader = dp_sgd.PrivateTrainer(settings, RecordDict()).make_private(
             discriminator, d_opt, loader)
     fakes = balanced_fakes(len(images), batch, mode != "none")
-    gan_round(generator, module, loader, g_opt, d_opt, 1, fakes, g_steps=g_steps)  # warm-up
+    gan_round(generator, module, loader, g_opt, d_opt, 1, fakes, g_steps=g_steps,
+              guide=guide)  # warm-up
     _synchronise(device)
     started = time.perf_counter()
-    stats = gan_round(generator, module, loader, g_opt, d_opt, epochs, fakes, g_steps=g_steps)
+    stats = gan_round(generator, module, loader, g_opt, d_opt, epochs, fakes, g_steps=g_steps,
+                      guide=guide)
     _synchronise(device)
     return stats["images"] / (time.perf_counter() - started)
 
@@ -85,7 +93,8 @@ def main() -> None:
                         help="torch threads (1 = what one Ray client gets with --client-cpus 1)")
     parser.add_argument("--image-size", type=int, default=28)
     parser.add_argument("--public-prior", action="store_true",
-                        help="freeze D's public feature layers (the default for MNIST data)")
+                        help="freeze D's public feature layers and give G the class code "
+                             "and its guide (the default for MNIST data)")
     parser.add_argument("--g-steps", type=int, default=int(defaults()["gan-g-steps"]),
                         help="G steps per D step (default: the run default, --gan-g-steps)")
     args = parser.parse_args()
@@ -102,7 +111,7 @@ def main() -> None:
              else platform.processor() or platform.machine())
     print(f"# {where}, torch {torch.__version__}, {args.threads} thread(s), "
           f"{args.images} images, {args.image_size}x{args.image_size}"
-          f"{', public prior (frozen D features)' if args.public_prior else ''}, "
+          f"{', public prior (frozen D features, coded G, guide)' if args.public_prior else ''}, "
           f"{args.g_steps} G step(s) per D step")
     print("| batch | mode | images/s | DP / no-DP |")
     print("|---|---|---|---|")
