@@ -444,7 +444,8 @@ class DCGANTask(PrivateImageTask):
             _, per_epoch = dp_sgd.poisson_plan(len(x), self.batch_size)
             g_per_round = self.local_epochs * per_epoch // self.d_steps * self.g_steps
             start = {k: v.to(device) for k, v in ema_state(arrays.to_torch_state_dict()).items()}
-            ema = GeneratorEMA(start, self.ema_decay, first_step=(server_round - 1) * g_per_round)
+            ema = GeneratorEMA(start, self.ema_decay, first_step=(server_round - 1) * g_per_round,
+                               warmup=self.prior == "none")  # a prior is no random start
         betas = (BETA1, 0.999)
         g_opt = torch.optim.Adam(generator.parameters(), lr=self.lr, betas=betas)
         d_opt = torch.optim.Adam(discriminator.parameters(), lr=self.d_lr,

@@ -25,13 +25,16 @@ EMA_PREFIX = "generator_ema."
 WARMUP = 10
 
 
-def decay_at(decay: float, step: int) -> float:
+def decay_at(decay: float, step: int, warmup: bool = True) -> float:
     """Decay for the ``step``-th update (0-based), with TensorFlow's warm-up.
 
     ``min(decay, (1 + t) / (10 + t))`` keeps early averages from being dominated by the
-    random initialisation when a run has only a few hundred G steps.
+    random initialisation when a run has only a few hundred G steps. It also caps the
+    decay: a default run's 780 G steps never pass 0.989, so without ``warmup`` off a
+    larger ``decay`` does nothing. A G that starts from the public prior has no random
+    start to forget, and the average may start at the prior from the first step.
     """
-    return min(decay, (1 + step) / (WARMUP + step))
+    return min(decay, (1 + step) / (WARMUP + step)) if warmup else decay
 
 
 class GeneratorEMA:
@@ -45,20 +48,24 @@ class GeneratorEMA:
         Weight of the old average in each update, in (0, 1).
     first_step : int
         How many updates the average already holds (sets the warm-up decay).
+    warmup : bool
+        Ramp the decay up from the first step (a random start); off for a G that starts
+        from a pretrained prior.
     """
 
     def __init__(self, start: Mapping[str, torch.Tensor], decay: float,
-                 first_step: int = 0) -> None:
+                 first_step: int = 0, warmup: bool = True) -> None:
         if not 0 < decay < 1:
             raise ValueError(f"EMA decay must be in (0, 1), got {decay}")
         self.decay = decay
+        self.warmup = warmup
         self.step = first_step
         self.state = {k: v.detach().clone() for k, v in start.items()}
 
     @torch.no_grad()
     def update(self, generator: nn.Module) -> None:
         """Fold the generator's current weights into the average."""
-        beta = decay_at(self.decay, self.step)
+        beta = decay_at(self.decay, self.step, self.warmup)
         for name, value in generator.state_dict().items():
             if value.is_floating_point():
                 self.state[name].mul_(beta).add_(value.detach(), alpha=1 - beta)

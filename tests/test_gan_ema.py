@@ -16,6 +16,8 @@ def test_decay_warms_up_then_holds():
     assert decay_at(0.99, 0) == pytest.approx(0.1)
     assert decay_at(0.99, 10) == pytest.approx(11 / 20)
     assert decay_at(0.99, 10_000) == 0.99
+    assert decay_at(0.999, 780) == pytest.approx(781 / 790)  # the cap a default run meets
+    assert decay_at(0.999, 0, warmup=False) == decay_at(0.999, 780, warmup=False) == 0.999
 
 
 def test_average_matches_the_hand_computed_recursion():

@@ -295,3 +295,21 @@ def test_a_coded_generator_serves_evaluation_release_and_audit(tmp_path, quick):
     grid = (tmp_path / "samples" / "round_001.png")
     from PIL import Image
     assert Image.open(grid).size[0] > Image.open(grid).size[1]  # 10 columns x 8 rows
+
+
+def test_the_average_of_a_prior_started_generator_has_no_warm_up(quick, monkeypatch):
+    """The warm-up forgets a random start; a prior is none, and would cap the decay."""
+    import tasks.dcgan as dcgan_module
+
+    made = []
+    real = dcgan_module.GeneratorEMA
+
+    def spy(*args, **kwargs):
+        made.append(kwargs.get("warmup"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dcgan_module, "GeneratorEMA", spy)
+    for prior, expected in (("digits", False), ("none", True)):
+        t = make_task(**{"gan-public-prior": prior, "noise-multiplier": 1.0})
+        t.train(t.initial_arrays(), Partition(0, 5), RecordDict(), server_round=1)
+        assert made[-1] is expected and t.ema_decay == 0.999
