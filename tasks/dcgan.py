@@ -86,6 +86,18 @@ def joint_state(generator: nn.Module, discriminator: nn.Module) -> dict[str, tor
     return state
 
 
+def with_guide(state: Mapping[str, torch.Tensor], guide: nn.Module) -> dict[str, torch.Tensor]:
+    """``state`` plus the guide's weights under :data:`GUIDE_PREFIX` (as ``with_ema`` does)."""
+    joint = dict(state)
+    joint.update({f"{GUIDE_PREFIX}{k}": v for k, v in guide.state_dict().items()})
+    return joint
+
+
+def guide_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The guide's weights stored in a joint state dict (empty without a class code)."""
+    return {k[len(GUIDE_PREFIX):]: v for k, v in state.items() if k.startswith(GUIDE_PREFIX)}
+
+
 def save_optimizers(state: RecordDict, g_opt: torch.optim.Optimizer,
                     d_opt: torch.optim.Optimizer, key: str = OPTIMIZER_KEY) -> None:
     """Keep both Adam states (moments, step counts) in the client's ``context.state``.
@@ -251,9 +263,9 @@ class DCGANTask(PrivateImageTask):
         self.g_steps = int(config["gan-g-steps"])
         self.ema_decay = float(config["gan-ema"])
         self.prior = public_prior.resolve(str(config["gan-public-prior"]), self.dataset)
-        self.coded = (bool(config.get("gan-class-code", True)) and self.prior == "digits"
+        self.coded = (bool(config["gan-class-code"]) and self.prior == "digits"
                       and not self.conditional)
-        self.device_choice = str(config.get("device", "auto"))
+        self.device_choice = str(config["device"])
         if self.conditional:
             self.server_metrics = (*type(self).server_metrics, *TSTR_METRICS)
         if self.coded:
@@ -348,14 +360,12 @@ class DCGANTask(PrivateImageTask):
             return torch.arange(count) % self.code_classes
         return self._labels(count)
 
-    def _guide(self, arrays: ArrayRecord) -> nn.Module | None:
+    def _guide(self, state: Mapping[str, torch.Tensor]) -> nn.Module | None:
         """The frozen public classifier carried in the global model (coded G only)."""
         if not self.coded:
             return None
-        state = {k[len(GUIDE_PREFIX):]: v for k, v in arrays.to_torch_state_dict().items()
-                 if k.startswith(GUIDE_PREFIX)}
         guide = cnn.SmallCNN(self.images.channels, self.code_classes)
-        guide.load_state_dict(state)
+        guide.load_state_dict(guide_state(state))
         return public_prior.frozen_guide(guide)
 
     def initial_arrays(self) -> ArrayRecord:
@@ -398,7 +408,7 @@ class DCGANTask(PrivateImageTask):
         if self.ema_decay:
             joint = with_ema(joint, generator.state_dict())
         if guide is not None:
-            joint.update({f"{GUIDE_PREFIX}{k}": v for k, v in guide.state_dict().items()})
+            joint = with_guide(joint, guide)
         return ArrayRecord(joint)
 
     def _say(self, line: str) -> None:
@@ -432,6 +442,7 @@ class DCGANTask(PrivateImageTask):
         """
         device = torch_device(self.device_choice)
         generator, discriminator = (net.to(device) for net in self._load(arrays))
+        received = arrays.to_torch_state_dict()
         g_anchor = ProximalAnchor(generator, proximal_mu)
         d_anchor = ProximalAnchor(discriminator, proximal_mu)
         torch.manual_seed(self.seed * 1_000_003 + server_round * 1_009 + partition.index)
@@ -443,7 +454,7 @@ class DCGANTask(PrivateImageTask):
         if self.ema_decay:
             _, per_epoch = dp_sgd.poisson_plan(len(x), self.batch_size)
             g_per_round = self.local_epochs * per_epoch // self.d_steps * self.g_steps
-            start = {k: v.to(device) for k, v in ema_state(arrays.to_torch_state_dict()).items()}
+            start = {k: v.to(device) for k, v in ema_state(received).items()}
             ema = GeneratorEMA(start, self.ema_decay, first_step=(server_round - 1) * g_per_round,
                                warmup=self.prior == "none")  # a prior is no random start
         betas = (BETA1, 0.999)
@@ -461,7 +472,7 @@ class DCGANTask(PrivateImageTask):
             g_anchor.pull(generator, self.lr)
             d_anchor.pull(discriminator, self.d_lr)
 
-        guide = self._guide(arrays)
+        guide = self._guide(received)
         stats = gan_round(generator, d_module, loader, g_opt, d_opt, self.local_epochs,
                           self.fakes_per_step(len(x)), self.real_label,
                           pull if proximal_mu else None, self.d_steps, ema, self.g_steps,
@@ -476,7 +487,7 @@ class DCGANTask(PrivateImageTask):
         if ema is not None:
             joint = with_ema(joint, ema.state)
         if guide is not None:  # sent back unchanged, so the average keeps it
-            joint.update({f"{GUIDE_PREFIX}{k}": v for k, v in guide.state_dict().items()})
+            joint = with_guide(joint, guide)
         return TrainResult(ArrayRecord(joint), len(x), metrics)
 
     def fakes_per_step(self, num_examples: int) -> int:

@@ -272,7 +272,7 @@ def test_the_coded_public_generator_draws_the_class_it_is_given(tmp_path):
     t = make_task(tmp_path, **{"gan-width": 32})
     arrays = t.initial_arrays()
     images = t.generate(arrays, 500, 7)
-    guide = t._guide(arrays)
+    guide = t._guide(arrays.to_torch_state_dict())
     with torch.no_grad():
         agree = (guide(torch.from_numpy(images)).argmax(1) == torch.arange(500) % 10)
     assert float(agree.float().mean()) > 0.9
