@@ -30,7 +30,7 @@ def decay_at(decay: float, step: int, warmup: bool = True) -> float:
 
     ``min(decay, (1 + t) / (10 + t))`` keeps early averages from being dominated by the
     random initialisation when a run has only a few hundred G steps. It also caps the
-    decay: a default run's 780 G steps never pass 0.989, so without ``warmup`` off a
+    decay: a default run's 780 G steps never pass 0.989, so unless ``warmup`` is off, a
     larger ``decay`` does nothing. A G that starts from the public prior has no random
     start to forget, and the average may start at the prior from the first step.
     """
