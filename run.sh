@@ -2,7 +2,10 @@
 # fl-sim entry point: bootstraps .venv (pinned by constraints.txt), then dispatches.
 #   ./run.sh --clients 5 --task dcgan     run a simulation (same as `./run.sh run ...`)
 #   ./run.sh test [pytest args]           run the test suite
+#   ./run.sh lint                         ruff: lint and import order (pyproject [tool.ruff])
 #   ./run.sh report|compare|... ARGS      any other `python -m fl_sim` sub-command
+#   ./run.sh reference                    regenerate docs/configuration.md and pyproject's
+#                                         [tool.flwr.app.config] from the option declarations
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -38,8 +41,14 @@ case "${1:-}" in
     shift
     exec "$PY" -m pytest "$@"
     ;;
+  lint)
+    exec "$PY" -m ruff check .
+    ;;
   run|report|compare|sample|audit|deploy)
     exec "$PY" -m fl_sim "$@"
+    ;;
+  reference)
+    exec "$PY" -m fl_sim.reference
     ;;
   *)
     exec "$PY" -m fl_sim run "$@"

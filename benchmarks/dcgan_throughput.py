@@ -1,6 +1,6 @@
 """Images/s of one client's local DCGAN training, without DP and with DP per grad-sample mode.
 
-Measures exactly the task's local loop (``tasks.dcgan.gan_round``: one D step on a real
+Measures exactly the task's local loop (``tasks.dcgan.task.gan_round``: one D step on a real
 Poisson batch plus the task's count of fakes, then ``--g-steps`` G steps through a frozen D,
 3 by default as in a run) on the default data
 (mnist5k, 28x28, 800 images = one of five IID clients), after one warm-up epoch.
@@ -28,12 +28,16 @@ import torch
 from flwr.app import RecordDict
 from torch.utils.data import DataLoader, TensorDataset
 
-from fl_sim.config import defaults
-from tasks import dp_sgd, public_prior
-from tasks.cnn import SmallCNN
-from tasks.data import load_images
-from tasks.dcgan import BETA1, WIDTH, balanced_fakes, gan_round
-from tasks.dcgan_models import build_pair
+from fl_sim.options import defaults
+from tasks import dp_sgd
+from tasks.dcgan import public_prior
+from tasks.dcgan.models import build_pair
+from tasks.dcgan.training import BETA1, GANSteps, balanced_fakes, gan_round
+from tasks.image.cnn import SmallCNN
+from tasks.image.data import load_images
+
+WIDTH = 32
+"""The default of ``--gan-width`` (tasks/dcgan/options.py)."""
 
 MODES = ("none", *dp_sgd.GRAD_SAMPLE_MODES)
 
@@ -45,7 +49,7 @@ def measure(mode: str, images: torch.Tensor, batch: int, epochs: int, size: int,
     ``prior``: as under ``--gan-public-prior digits`` (the default for MNIST data): D's
     public feature layers frozen, G with the class code, and the guide classifier's loss
     in every G step (only the shapes matter for speed, not pretrained values). Each D step
-    takes as many fakes as the task's (:func:`tasks.dcgan.balanced_fakes`) and is
+    takes as many fakes as the task's (:func:`tasks.dcgan.task.balanced_fakes`) and is
     followed by ``g_steps`` G steps. On a GPU the clock is read after a synchronise,
     so queued kernels are counted.
     """
@@ -66,12 +70,12 @@ def measure(mode: str, images: torch.Tensor, batch: int, epochs: int, size: int,
         module, d_opt, loader = dp_sgd.PrivateTrainer(settings, RecordDict()).make_private(
             discriminator, d_opt, loader)
     fakes = balanced_fakes(len(images), batch, mode != "none")
-    gan_round(generator, module, loader, g_opt, d_opt, 1, fakes, g_steps=g_steps,
-              guide=guide)  # warm-up
+    gan_round(generator, module, loader, g_opt, d_opt,
+              GANSteps(epochs=1, fakes=fakes, g_steps=g_steps), guide=guide)  # warm-up
     _synchronise(device)
     started = time.perf_counter()
-    stats = gan_round(generator, module, loader, g_opt, d_opt, epochs, fakes, g_steps=g_steps,
-                      guide=guide)
+    stats = gan_round(generator, module, loader, g_opt, d_opt,
+                      GANSteps(epochs=epochs, fakes=fakes, g_steps=g_steps), guide=guide)
     _synchronise(device)
     return stats["images"] / (time.perf_counter() - started)
 

@@ -21,7 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
@@ -30,17 +29,17 @@ def in_process(task_name: str, clients: int) -> tuple[float, dict[str, float]]:
     """Wall seconds of the plain FedAvg loop, and its final server metrics."""
     from flwr.app import RecordDict
 
-    from fl_sim.config import RunConfig
+    from fl_sim.options import RunConfig
     from tasks import registry
     from tasks.base import Partition, fedavg
 
     started = time.perf_counter()
-    config = RunConfig.from_mapping({"task": task_name, "clients": clients}).to_run_config()
+    config = RunConfig.from_mapping({"task": task_name, "clients": clients})
     task = registry.get(task_name)(config)
     arrays = task.initial_arrays()
     states = [RecordDict() for _ in range(clients)]
     task.central_evaluate(0, arrays)
-    for server_round in range(1, int(config["num-server-rounds"]) + 1):
+    for server_round in range(1, config.federation.num_server_rounds + 1):
         results = [task.train(arrays, Partition(i, clients), states[i], server_round)
                    for i in range(clients)]
         arrays = fedavg(results)
@@ -68,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         harness = cli(args.task, args.clients, Path(tmp))
-        rounds = len(open(Path(tmp) / "overhead" / "rounds.csv").readlines()) - 2
+        rounds = len((Path(tmp) / "overhead" / "rounds.csv").read_text().splitlines()) - 2
     plain, metrics = in_process(args.task, args.clients)
     print(f"task {args.task}, {args.clients} clients, {rounds} rounds")
     print(f"CLI run (Ray simulation, results, report): {harness:.1f} s")

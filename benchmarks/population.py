@@ -74,12 +74,13 @@ def simulate(task: str, clients: int, per_round: int, rounds: int, out: Path,
 
 def in_process_round(task_name: str, clients: int, per_round: int, repeats: int = 5) -> float:
     """Seconds for one round's client and server work called directly (median)."""
-    from fl_sim.config import RunConfig
     from flwr.app import RecordDict
+
+    from fl_sim.options import RunConfig
     from tasks import registry
     from tasks.base import Partition
 
-    config = RunConfig.from_mapping({"task": task_name, "clients": clients}).to_run_config()
+    config = RunConfig.from_mapping({"task": task_name, "clients": clients})
     task = registry.get(task_name)(config)
     arrays = task.initial_arrays()
     rng = np.random.default_rng(0)

@@ -1,65 +1,62 @@
-"""``python -m fl_sim`` / ``./run.sh``: flags -> RunConfig -> simulation -> summary.
+"""``python -m fl_sim`` / ``./run.sh`` / ``fl-sim``: flags -> settings -> the job.
 
-Bad input fails here, before Ray starts, with one line naming the flag and exit code 2.
+Every run flag is generated from the option declarations (:mod:`fl_sim.options`), one
+argument group per option group. Bad input fails here, before Ray starts, with one line
+naming the flag and exit code 2: every such error is a :class:`fl_core.options.UsageError`,
+caught once, in :func:`main`. Building the parser imports neither torch, Opacus nor Ray;
+each command imports what it needs when it runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fl_sim.config import (
-    OPTIONS, TASK_DEFAULTED, ConfigError, RunConfig, defaults, flag_of,
-)
+from fl_core.federation import TASK_DEFAULTED
+from fl_core.options import Spec, UsageError, allowed_values
+from fl_sim.options import RunConfig, option_groups
 from tasks import registry as task_registry
 
 EXIT_BAD_INPUT = 2
-HIDDEN_KEYS = ("run-dir",)  # set by the CLI itself
-# Settings a resumed run may change: where and how fast it runs, never what it computes.
-RESUME_MAY_CHANGE = ("ray-address", "client-cpus", "client-gpus", "round-timeout", "resume")
 
 
-def _dest(key: str) -> str:
-    return key.replace("-", "_")
-
-
-def _help_for(key: str, text: str, default: Any) -> str:
-    if key in TASK_DEFAULTED:
-        per_task = ", ".join(
-            f"{name} {task_registry.get(name).defaults[key]}" for name in task_registry.names()
-        )
-        return f"{text}; task defaults: {per_task}"
-    if key in ("task", "strategy"):
-        from strategies import registry as strategy_registry
-
-        names = task_registry.names() if key == "task" else strategy_registry.names()
-        text = f"{text}, one of: {', '.join(names)}"
-    return f"{text} (default: {default!r})"
+def _help_for(spec: Spec) -> str:
+    if spec.key in TASK_DEFAULTED:
+        per_task = ", ".join(f"{name} {task_registry.DEFAULTS[name][spec.key]}"
+                             for name in task_registry.names())
+        return f"{spec.help}; task defaults: {per_task}"
+    text = spec.help
+    if spec.key in ("task", "strategy"):
+        text = f"{text}, one of: {', '.join(allowed_values(spec) or [])}"
+    return f"{text} (default: {spec.default!r})"
 
 
 def add_run_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per run-config option; an absent flag keeps the pyproject default."""
-    table = defaults()
-    for option in OPTIONS:
-        if option.key in HIDDEN_KEYS:
-            continue
-        default = table[option.key]
-        kwargs: dict[str, Any] = {
-            "dest": _dest(option.key), "default": None,
-            "help": _help_for(option.key, option.help, default),
-        }
-        if isinstance(default, bool):
-            kwargs["action"] = argparse.BooleanOptionalAction
-        else:
-            kwargs["type"] = type(default)
-            kwargs["metavar"] = option.key.upper().replace("-", "_")
-        parser.add_argument(option.flag, **kwargs)
+    """One flag per declared option, grouped as declared; an absent flag keeps the default."""
+    for group in option_groups():
+        section = parser.add_argument_group(group.title)
+        for spec in group.specs():
+            if spec.hidden:
+                continue
+            kwargs: dict[str, Any] = {"dest": spec.attribute, "default": None,
+                                      "help": _help_for(spec)}
+            if spec.kind is bool:
+                kwargs["action"] = argparse.BooleanOptionalAction
+            else:
+                kwargs["type"] = spec.kind
+                kwargs["metavar"] = spec.key.upper().replace("-", "_")
+            section.add_argument(spec.flag, **kwargs)
     parser.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    """The run-config keys the user set on the command line."""
+    return {spec.key: getattr(args, spec.attribute)
+            for group in option_groups() for spec in group.specs()
+            if getattr(args, spec.attribute, None) is not None}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -106,7 +103,6 @@ def build_parser() -> argparse.ArgumentParser:
     deploy.add_argument("--deploy-timeout", type=float, default=3600.0,
                         help="seconds to wait for the run to finish (default: 3600)")
     deploy.set_defaults(handler=cmd_deploy)
-    # --- membership-inference audit (issue 8) ---
     audit = commands.add_parser(
         "audit", help="membership-inference audit of a dcgan run: ROC AUC, TPR at 1%% FPR, "
         "empirical epsilon lower bound vs the accounted epsilon",
@@ -124,10 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="samples drawn for the distance attack (default: 10000)")
     audit.add_argument("--synthetic-file", default=None, metavar="PATH.npz",
                        help="use the images of an `fl_sim sample` file instead of drawing them")
-    audit.add_argument("--seed", type=int, default=0, help="subsets, halves and samples (default: 0)")
+    audit.add_argument("--seed", type=int, default=0,
+                       help="subsets, halves and samples (default: 0)")
     audit.set_defaults(handler=cmd_audit)
-    # --- end membership-inference audit ---
-    # --- release (issue 8: fl_sim sample) ---
     sample = commands.add_parser(
         "sample", help="release synthetic data from a dcgan run's generator (npz or PNG folder)",
         description="Write N images of a run's generator (last round or --round K) with a "
@@ -150,266 +145,109 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
-    """The run-config keys the user set on the command line."""
-    found = {}
-    for option in OPTIONS:
-        value = getattr(args, _dest(option.key), None)
-        if value is not None:
-            found[option.key] = value
-    return found
-
-
-def claim_run_dir(cfg: RunConfig) -> RunConfig:
-    """Create the run folder now, so clashes and unwritable paths fail before Ray starts.
-
-    Raises
-    ------
-    ConfigError
-        If ``--out`` cannot be written or ``--run-name`` already exists there.
-    """
-    from dataclasses import replace
-
-    from fl_sim.server_app import resolve_run_dir
-
-    out = Path(cfg.out_dir)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise ConfigError("out-dir", f"cannot create {out}: {error.strerror}") from None
-    if not os.access(out, os.W_OK):
-        raise ConfigError("out-dir", f"{out} is not writable")
-    if cfg.run_name and (out / cfg.run_name).exists():
-        raise ConfigError(
-            "run-name", f"{out / cfg.run_name} already exists; choose another name or omit it"
-        )
-    run_dir = resolve_run_dir(cfg)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=False)
-    except OSError as error:
-        raise ConfigError("out-dir", f"cannot create {run_dir}: {error.strerror}") from None
-    return replace(cfg, run_dir=str(run_dir))
-
-
-def resume_config(overrides: dict[str, Any]) -> RunConfig:
-    """The stored settings of the run in ``--resume RUN_DIR``, ready to continue it.
-
-    Raises
-    ------
-    ConfigError
-        If RUN_DIR holds no run with a checkpoint, the run already finished, or a flag
-        other than ``RESUME_MAY_CHANGE`` is given (a resumed run computes the same thing).
-    """
-    from fl_sim.checkpoint import CHECKPOINT, load
-
-    run_dir = Path(overrides["resume"])
-    config_path, checkpoint_path = run_dir / "config.json", run_dir / CHECKPOINT
-    if not config_path.exists():
-        raise ConfigError("resume", f"{run_dir} is not a run folder (no config.json)")
-    if not checkpoint_path.exists():
-        raise ConfigError(
-            "resume", f"{run_dir} has no {CHECKPOINT}; only runs with --checkpoint-every resume"
-        )
-    changed = sorted(set(overrides) - set(RESUME_MAY_CHANGE))
-    if changed:
-        raise ConfigError(
-            "resume", f"cannot change {', '.join(map(flag_of, changed))} of a resumed run; "
-            f"allowed: {', '.join(flag_of(k) for k in RESUME_MAY_CHANGE if k != 'resume')}"
-        )
-    settings = json.loads(config_path.read_text())["settings"]
-    settings = {k: v for k, v in settings.items() if k in defaults()}
-    settings.update(overrides, **{"resume": str(run_dir), "run-dir": str(run_dir)})
-    cfg = RunConfig.from_mapping(settings)
-    done = load(run_dir).server_round
-    if done >= cfg.num_server_rounds:
-        raise ConfigError(
-            "resume", f"{run_dir} already finished its {cfg.num_server_rounds} rounds"
-        )
-    return cfg
-
-
 def fail(message: str) -> int:
     """Print one error line and return the bad-input exit code."""
     print(f"fl_sim: error: {message}", file=sys.stderr)
     return EXIT_BAD_INPUT
 
 
+# --- commands (each raises UsageError for bad input; main() answers it) ----------------
 def cmd_run(args: argparse.Namespace) -> int:
     """Validate, claim the run folder, simulate, print the summary and write the report."""
+    from fl_sim.run import lifecycle, simulation
+
+    overrides = overrides_from(args)
     if args.sweep:
-        from fl_sim.sweep import run_sweep
+        from fl_sim.run.sweep import run_sweep
 
-        return run_sweep(args)
-    try:
-        overrides = overrides_from(args)
-        if overrides.get("resume"):
-            cfg = resume_config(overrides)
-        else:
-            cfg = claim_run_dir(RunConfig.from_mapping(overrides))
-    except ConfigError as error:
-        return fail(str(error))
-    _quiet_libraries(args.verbose)
-    return simulate(cfg, args.verbose)
-
-
-def simulate(cfg: RunConfig, verbose: bool = False) -> int:
-    """Run a validated config whose folder is claimed; report even an interrupted run.
-
-    Returns the exit code: 0, 1 (the run failed) or 130 (interrupted).
-    """
-    from fl_sim import simulation
-    from fl_sim.summary import print_summary
-
-    run_dir = Path(cfg.run_dir)
-    try:
-        simulation.run(cfg, verbose=verbose)
-    except KeyboardInterrupt:
-        _mark(run_dir, "interrupted")
-        print(f"interrupted; finished rounds are in {cfg.run_dir}", file=sys.stderr)
-        _report_quietly(run_dir)
-        return 130
-    except Exception as error:  # the ServerApp has recorded what it could
-        _mark(run_dir, "failed")
-        print(f"fl_sim: run failed: {error}", file=sys.stderr)
-        _report_quietly(run_dir)
-        return 1
-    if not cfg.quiet:
-        print_summary(run_dir)
-    _report_quietly(run_dir)
-    return 0
-
-
-def _report_quietly(run_dir: Path) -> Path | None:
-    """Write the run's report; a plotting problem never fails a finished run."""
-    from fl_sim.report import make_report
-
-    try:
-        index = make_report(run_dir)
-    except Exception as error:  # noqa: BLE001 - the results are safe; say why, go on
-        print(f"fl_sim: report failed ({error}); retry with: python -m fl_sim report {run_dir}",
-              file=sys.stderr)
-        return None
-    print(f"report: {index}", flush=True)
-    return index
+        return run_sweep(args.sweep, overrides, args.verbose)
+    if overrides.get("resume"):
+        cfg = lifecycle.resume_config(overrides)
+    else:
+        cfg = lifecycle.claim_run_dir(RunConfig.from_mapping(overrides))
+    simulation.quiet_libraries(args.verbose)
+    return simulation.simulate(cfg, args.verbose)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     """``fl_sim report RUN_DIR``."""
-    from fl_sim.report import make_report
-    from fl_sim.report_data import NotARunFolder
+    from fl_sim.report.build import make_report
 
-    try:
-        index = make_report(Path(args.run_dir), args.out)
-    except NotARunFolder as error:
-        return fail(f"RUN_DIR: {error}")
-    print(f"report: {index}")
+    print(f"report: {make_report(Path(args.run_dir), args.out)}")
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """``fl_sim compare RUN_DIR...``."""
-    from fl_sim.compare import CompareError, compare
-    from fl_sim.report_data import NotARunFolder
+    from fl_sim.report.compare import compare
 
-    try:
-        index = compare([Path(p) for p in args.run_dirs], args.out, args.metric)
-    except NotARunFolder as error:
-        return fail(f"RUN_DIR: {error}")
-    except CompareError as error:
-        return fail(str(error))
-    print(f"comparison: {index}")
+    print(f"comparison: {compare([Path(p) for p in args.run_dirs], args.out, args.metric)}")
     return 0
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    """Like ``run``, on local Deployment Engine processes (``fl_sim.deploy``)."""
-    try:
-        overrides = overrides_from(args)
-        if overrides.get("resume") or overrides.get("ray-address"):
-            raise ConfigError(
-                "resume" if overrides.get("resume") else "ray-address",
-                "is for `run` (Ray simulation) only, not for `deploy`",
-            )
-        cfg = claim_run_dir(RunConfig.from_mapping(overrides))
-    except ConfigError as error:
-        return fail(str(error))
-    from fl_sim import deploy
-    from fl_sim.summary import print_summary
+    """Like ``run``, on local Deployment Engine processes (``fl_sim.run.deploy``)."""
+    from fl_sim.options import OptionError
+    from fl_sim.run import lifecycle
 
+    overrides = overrides_from(args)
+    for key in ("resume", "ray-address"):
+        if overrides.get(key):
+            raise OptionError(key, "is for `run` (Ray simulation) only, not for `deploy`")
+    cfg = lifecycle.claim_run_dir(RunConfig.from_mapping(overrides))
+    from fl_sim.record.summary import print_summary
+    from fl_sim.run import deploy
+
+    run_dir = Path(cfg.run.run_dir)
     try:
         status = deploy.run(cfg, timeout=args.deploy_timeout)
     except KeyboardInterrupt:
-        _mark(Path(cfg.run_dir), "interrupted")
-        print(f"interrupted; every process stopped; finished rounds are in {cfg.run_dir}",
+        lifecycle.mark(run_dir, "interrupted")
+        print(f"interrupted; every process stopped; finished rounds are in {run_dir}",
               file=sys.stderr)
         return 130
     except deploy.DeployError as error:
-        _mark(Path(cfg.run_dir), "failed")
+        lifecycle.mark(run_dir, "failed")
         print(f"fl_sim: deployment failed: {error}", file=sys.stderr)
         return 1
     if status != "finished:completed":
-        _mark(Path(cfg.run_dir), "failed")
-        print(f"fl_sim: run ended {status}; see {cfg.run_dir}/deploy/", file=sys.stderr)
+        lifecycle.mark(run_dir, "failed")
+        print(f"fl_sim: run ended {status}; see {run_dir}/deploy/", file=sys.stderr)
         return 1
-    print_summary(Path(cfg.run_dir))
+    print_summary(run_dir)
     return 0
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    """``fl_sim audit RUN_DIR`` (:mod:`fl_sim.audit`); bad arguments exit 2."""
-    from fl_sim.audit import AuditError, run_audit
-    from fl_sim.audit_report import print_audit
-    from fl_sim.run_folder import RunFolderError
+    """``fl_sim audit RUN_DIR`` (:mod:`fl_sim.release.audit`)."""
+    from fl_sim.release.audit import run_audit
+    from fl_sim.release.audit_report import print_audit
+    from fl_sim.run.simulation import report_quietly
 
-    try:
-        record = run_audit(Path(args.run_dir), args.audit_round, args.client, args.members,
-                           args.synthetic, args.synthetic_file, args.seed)
-    except RunFolderError as error:
-        return fail(f"RUN_DIR: {error}")
-    except AuditError as error:
-        return fail(str(error))
+    record = run_audit(Path(args.run_dir), args.audit_round, args.client, args.members,
+                       args.synthetic, args.synthetic_file, args.seed)
     print_audit(record)
     print(f"audit: {Path(args.run_dir) / 'audit.json'}")
-    _report_quietly(Path(args.run_dir))
+    report_quietly(Path(args.run_dir))
     return 0
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
     """``fl_sim sample RUN_DIR``: arguments are checked before any image is generated."""
-    from fl_sim.export import ExportError, plan_release, summary_line, write_release
+    from fl_sim.release.export import plan_release, summary_line, write_release
 
-    try:
-        plan, task, arrays = plan_release(args.run_dir, args.n, args.out, args.round,
-                                          args.seed, args.fmt, args.force)
-    except ExportError as error:
-        return fail(str(error))
+    plan, task, arrays = plan_release(args.run_dir, args.n, args.out, args.round,
+                                      args.seed, args.fmt, args.force)
     meta = write_release(plan, task, arrays)
     print(summary_line(meta, plan.out, plan.metadata_path))
     return 0
 
 
-def _mark(run_dir: Path, status: str) -> None:
-    """Record an ending the ServerApp could not record itself (config.json)."""
-    from fl_sim.results import write_json_atomic
-
-    path = run_dir / "config.json"
-    if path.exists():
-        config = json.loads(path.read_text())
-        if config.get("status") in (None, "running"):
-            config["status"] = status
-            write_json_atomic(path, config)
-
-
-def _quiet_libraries(verbose: bool) -> None:
-    import logging
-
-    if not verbose:
-        logging.getLogger("flwr").setLevel(logging.WARNING)
-        os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m fl_sim``."""
+    """Entry point of ``python -m fl_sim`` and of the ``fl-sim`` console script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    return args.handler(args)
+    try:
+        return args.handler(args)
+    except UsageError as error:
+        return fail(str(error))

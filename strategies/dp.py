@@ -4,12 +4,12 @@ Clipping and noise are Flower's (``DifferentialPrivacy{Server,Client}Side{Fixed,
 Clipping``); this module chooses the wrapper, gives it an accountant and wraps it in
 :class:`ClientLevelDP`, which reports each round's privacy state and enforces a budget.
 
-Accounting (see README, "Client-level privacy"):
+Accounting (see docs/privacy-guarantees.md):
 
 * fixed clipping: Flower's own accounted mode, an RDP accountant on Google's
   ``dp-accounting`` with the conditions Flower documents: no sampling amplification,
   add-or-remove-one-client neighbours, uniform FedAvg weights (clients add a constant
-  ``dp-weight`` metric, :mod:`fl_sim.client_mods`), exactly ``sampled`` replies.
+  ``dp-weight`` metric, :mod:`fl_sim.app.client_mods`), exactly ``sampled`` replies.
 * adaptive clipping: Flower does not account it; the same RDP accountant composes one
   Gaussian event per released round whose noise multiplier we derive from what the
   wrapper actually did that round (:func:`adaptive_round_multiplier`).
@@ -32,17 +32,19 @@ from flwr.serverapp.strategy import (
     FedAvg,
     Strategy,
 )
-from flwr.supercore.privacy_accounting import (
+
+from fl_core.federation import FederationOptions
+from fl_core.flower import (
     GaussianPrivacyEvent,
     NeighboringRelation,
     PrivacyConfig,
+    RdpAccountant,
     SamplingMethod,
 )
-from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant
-
+from fl_core.options import Settings
 from strategies.delegating import DelegatingStrategy
 from strategies.fedavg import fedavg_kwargs
-from strategies.registry import register
+from strategies.options import DPFedAvgOptions
 from strategies.sampling import train_sample_size
 
 UNIFORM_WEIGHT = "dp-weight"
@@ -57,12 +59,13 @@ SELF_ACCOUNTED = "fl-sim-rdp"
 UNACCOUNTED = "none"
 
 
-def privacy_config(config: Mapping[str, Any]) -> PrivacyConfig:
+def privacy_config(settings: Settings) -> PrivacyConfig:
     """The accounting model of a run: population ``clients``, ``delta``, optional budget."""
-    budget = float(config["max-epsilon"])
+    budget = settings.get(DPFedAvgOptions).max_epsilon
+    federation = settings.get(FederationOptions)
     return PrivacyConfig(
-        target_delta=float(config["delta"]),
-        population_size=int(config["clients"]),
+        target_delta=federation.delta,
+        population_size=federation.clients,
         neighboring_relation=NEIGHBOURS,
         sampling_method=SAMPLING,
         max_epsilon=budget if budget > 0 else None,
@@ -260,27 +263,27 @@ WRAPPERS = {
 }
 
 
-@register("dp-fedavg")
-def build_dp_fedavg(config: Mapping[str, Any]) -> ClientLevelDP:
+def build_dp_fedavg(settings: Settings) -> ClientLevelDP:
     """FedAvg (uniform weights) inside the Flower DP wrapper the settings name.
 
     ``--dp-clipping client`` needs the matching client mod, which
-    :mod:`fl_sim.client_mods` installs from the run config.
+    :mod:`fl_sim.app.client_mods` installs from the run config.
     """
-    inner = FedAvg(**fedavg_kwargs(config), weighted_by_key=UNIFORM_WEIGHT)
-    sampled = train_sample_size(config)
-    noise = float(config["server-noise-multiplier"])
-    wrapper = WRAPPERS[(str(config["dp-clipping"]), str(config["dp-clip"]))]
-    if config["dp-clip"] == "fixed":
-        accountant = RdpAccountant(privacy_config(config)) if noise > 0 else None
-        dp = wrapper(inner, noise, float(config["clipping-norm"]), sampled, accountant=accountant)
-        return ClientLevelDP(dp, accountant, sampled, FLOWER_ACCOUNTED if accountant else UNACCOUNTED)
-    stddev = float(config["clipped-count-stddev"]) or None
+    options = settings.get(DPFedAvgOptions)
+    inner = FedAvg(**fedavg_kwargs(settings), weighted_by_key=UNIFORM_WEIGHT)
+    sampled = train_sample_size(settings)
+    noise = options.server_noise_multiplier
+    wrapper = WRAPPERS[(options.dp_clipping, options.dp_clip)]
+    if options.dp_clip == "fixed":
+        accountant = RdpAccountant(privacy_config(settings)) if noise > 0 else None
+        dp = wrapper(inner, noise, options.clipping_norm, sampled, accountant=accountant)
+        return ClientLevelDP(dp, accountant, sampled,
+                             FLOWER_ACCOUNTED if accountant else UNACCOUNTED)
     dp = wrapper(
         inner, noise, sampled,
-        initial_clipping_norm=float(config["initial-clipping-norm"]),
-        target_clipped_quantile=float(config["target-quantile"]),
-        clip_norm_lr=float(config["clip-lr"]),
-        clipped_count_stddev=stddev,
+        initial_clipping_norm=options.initial_clipping_norm,
+        target_clipped_quantile=options.target_quantile,
+        clip_norm_lr=options.clip_lr,
+        clipped_count_stddev=options.clipped_count_stddev or None,
     )
-    return ClientLevelDP(dp, RdpAccountant(privacy_config(config)), sampled, SELF_ACCOUNTED)
+    return ClientLevelDP(dp, RdpAccountant(privacy_config(settings)), sampled, SELF_ACCOUNTED)

@@ -6,16 +6,14 @@ config; the proximal term itself lives in the client's loss (``tasks.proximal``)
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 from flwr.serverapp.strategy import FedProx
 
+from fl_core.options import Settings
 from strategies.fedavg import fedavg_kwargs
-from strategies.registry import register
+from strategies.options import FedProxOptions
 
 
-@register("fedprox")
-def build_fedprox(config: Mapping[str, Any]) -> FedProx:
+def build_fedprox(settings: Settings) -> FedProx:
     """FedProx with ``--proximal-mu``; tasks read it from the train config."""
-    return FedProx(**fedavg_kwargs(config), proximal_mu=float(config["proximal-mu"]))
+    return FedProx(**fedavg_kwargs(settings),
+                   proximal_mu=settings.get(FedProxOptions).proximal_mu)

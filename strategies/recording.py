@@ -16,6 +16,7 @@ from flwr.serverapp.strategy import Strategy
 
 from strategies.delegating import DelegatingStrategy
 
+
 class RoundObserver(Protocol):
     """Receives what a :class:`RecordingStrategy` sees."""
 

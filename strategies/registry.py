@@ -1,40 +1,51 @@
-"""Strategy registry: ``--strategy`` name -> builder ``(run_config) -> Strategy``.
+"""The strategies, by ``--strategy`` name: builders ``(settings) -> Strategy``.
 
-Each strategy lives in its own module and registers a builder with :func:`register`;
-adding a strategy is a one-file change.
+Explicit on purpose: listing the names imports no strategy module, so ``--help`` stays
+light. Adding a strategy is one entry below plus its module (see docs/architecture.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
 
-from flwr.serverapp.strategy import Strategy
+from fl_core.options import Options, Settings
+from fl_core.registry import Registry
+from strategies.options import DPFedAvgOptions, FedAdamOptions, FedProxOptions
 
-from tasks.registry import Registry
+STRATEGIES = Registry("strategy", {
+    "dp-fedavg": "strategies.dp:build_dp_fedavg",
+    "fedadam": "strategies.fedadam:build_fedadam",
+    "fedavg": "strategies.fedavg:build_fedavg",
+    "fedprox": "strategies.fedprox:build_fedprox",
+})
 
-Builder = Callable[[Mapping[str, Any]], Strategy]
+GROUPS: Mapping[str, tuple[type[Options], ...]] = {
+    "dp-fedavg": (DPFedAvgOptions,),
+    "fedadam": (FedAdamOptions,),
+    "fedavg": (),
+    "fedprox": (FedProxOptions,),
+}
+"""The option groups each strategy reads beyond sampling, SecAgg+ and the quorum."""
 
-STRATEGIES = Registry("strategies", "strategy")
-register: Callable[[str], Callable[[Builder], Builder]] = STRATEGIES.register
 names = STRATEGIES.names
 get = STRATEGIES.get
 
 
-def build(config: Mapping[str, Any]) -> Strategy:
-    """Build the strategy named by ``config["strategy"]`` from the run config, unwrapped."""
-    return get(str(config["strategy"]))(config)
+def build(settings: Settings):
+    """Build the strategy ``settings`` name, unwrapped."""
+    return get(settings.strategy)(settings)
 
 
-def build_for_run(config: Mapping[str, Any]) -> Strategy:
+def build_for_run(settings: Settings):
     """The strategy a run uses: :func:`build` plus the run's wrappers.
 
     :class:`strategies.quorum.Quorum` sits directly around the aggregating strategy, so it
     counts the replies that strategy really aggregates (under SecAgg+ those arrive through
     the protocol, not the default round loop); SecAgg+ wraps outside when ``secagg``.
     """
+    from strategies.options import QuorumOptions
     from strategies.quorum import Quorum
     from strategies.secagg import wrap_if_asked
 
-    strategy = Quorum(build(config), int(config.get("min-replies", 1)))
-    return wrap_if_asked(strategy, config)
+    strategy = Quorum(build(settings), settings.get(QuorumOptions).min_replies)
+    return wrap_if_asked(strategy, settings)

@@ -7,7 +7,7 @@ them unchanged inside ``configure_train`` through a small adapter that plays the
 context, strategy and client manager, and hands the wrapped strategy the securely
 aggregated model in place of the clients' models, exactly as the legacy workflow hands
 it to a legacy strategy (every result carries the aggregate). Clients run Flower's
-``secaggplus_mod`` (installed by ``fl_sim.client_mods``).
+``secaggplus_mod`` (installed by ``fl_sim.app.client_mods``).
 
 With DP-FedAvg and client-side clipping this is Flower's DP + SecAgg+ composition: the
 clients clip, the masked sum hides single updates, the server's DP wrapper adds noise.
@@ -15,29 +15,30 @@ clients clip, the masked sum hides single updates, the server's DP wrapper adds 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from logging import INFO
 from typing import Any
 
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common import Code, FitIns, FitRes, Parameters, Status, parameters_to_ndarrays
-from flwr.compat.common import recorddict_compat as compat
-from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
-from flwr.server.workflow.constant import Key as WorkflowKey
-from flwr.server.workflow.secure_aggregation.secaggplus_workflow import (
-    SecAggPlusWorkflow,
-    WorkflowState,
-)
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from fl_core.federation import FederationOptions
+from fl_core.flower import (
+    MAIN_CONFIGS_RECORD,
+    MAIN_PARAMS_RECORD,
+    SecAggPlusWorkflow,
+    WorkflowKey,
+    WorkflowState,
+    log,
+)
+from fl_core.flower import recorddict_compat as compat
+from fl_core.options import Settings
 from strategies.delegating import DelegatingStrategy
-from flwr.supercore import log
-
-from strategies.sampling import train_sample_size
-
+from strategies.options import SecAggOptions
 
 UNIFORM_SECAGG_WEIGHT = 1000
 """SecAggPlusWorkflow's default ``max_weight``: weight of each client in a uniform mean."""
@@ -194,16 +195,10 @@ def ours_from_legacy_train(msg: Message) -> None:
     msg.content = RecordDict({"arrays": arrays, "config": ConfigRecord(config)})
 
 
-def secagg_params(config: Mapping[str, Any]) -> tuple[int, int]:
-    """``(shares, threshold)`` from the settings; 0 means all clients / a majority."""
-    shares = int(config["secagg-shares"]) or train_sample_size(config)
-    threshold = int(config["secagg-threshold"]) or shares // 2 + 1
-    return shares, threshold
-
-
-def wrap_if_asked(strategy: Strategy, config: Mapping[str, Any]) -> Strategy:
+def wrap_if_asked(strategy: Strategy, settings: Settings) -> Strategy:
     """``strategy`` inside :class:`SecAggPlus` when ``--secagg`` is on."""
-    if not config.get("secagg", False):
+    secagg = settings.get(SecAggOptions)
+    if not secagg.secagg:
         return strategy
-    shares, threshold = secagg_params(config)
-    return SecAggPlus(strategy, shares, threshold, int(config["clients"]))
+    shares, threshold = secagg.shares_and_threshold(settings)
+    return SecAggPlus(strategy, shares, threshold, settings.get(FederationOptions).clients)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from pathlib import Path
+from typing import ClassVar, Protocol
 
 from flwr.app import ArrayRecord, RecordDict
+
+from fl_core.options import Settings
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,30 @@ class Partition:
     def __post_init__(self) -> None:
         if self.count < 1 or not 0 <= self.index < self.count:
             raise ValueError(f"partition {self.index} is outside 0..{self.count - 1}")
+
+
+def _silent(line: str) -> None:
+    """Say nothing (clients, tests and in-process loops)."""
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """What the app running a task gives it besides the settings.
+
+    Parameters
+    ----------
+    run_dir : Path, optional
+        The run folder, for tasks whose data or caches live there (the disguise task's
+        published data set, the DCGAN's round-0 weights on a resume); None in memory.
+    say : callable
+        Prints one progress line on the server's console (phases that take minutes).
+    resuming : bool
+        The run continues a checkpoint (``--resume``): round 0 exists on disk.
+    """
+
+    run_dir: Path | None = None
+    say: Callable[[str], None] = _silent
+    resuming: bool = False
 
 
 @dataclass
@@ -56,7 +83,8 @@ def fedavg(results: list[TrainResult]) -> ArrayRecord:
     Flower's ``aggregate_arrayrecords`` keeps them on the arithmetic a real run uses.
     """
     from flwr.app import MetricRecord
-    from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords
+
+    from fl_core.flower import aggregate_arrayrecords
 
     replies = [RecordDict({"arrays": r.arrays,
                            "metrics": MetricRecord({"num-examples": r.num_examples})})
@@ -75,29 +103,24 @@ class EvalResult:
 class Task(Protocol):
     """A federated learning task.
 
-    A task is built from the resolved run config (kebab-case keys) on the server and in
-    every client process. It must be cheap to build: data is loaded lazily, per
-    partition, the first time a partition trains.
+    A task is built from the run's validated settings (it reads its option groups with
+    ``settings.get(...)``) and a :class:`Workspace`, on the server and in every client
+    process. It must be cheap to build: data is loaded lazily, per partition, the first
+    time a partition trains. Its defaults and option groups are declared in
+    :mod:`tasks.registry`, so listing them imports no task.
 
     Attributes
     ----------
-    name : str
-        Registry name (the ``--task`` value).
-    defaults : dict
-        This task's values for the generic keys left at 0 (``num-server-rounds``,
-        ``local-epochs``, ``batch-size``, ``lr``): what "task default" means in ``--help``.
     client_metrics : tuple of str
         Metric names, beyond ``loss``/``accuracy``/``epsilon``, that clients report.
     server_metrics : tuple of str
         Metric names that ``central_evaluate`` returns.
     """
 
-    name: ClassVar[str]
-    defaults: ClassVar[Mapping[str, float | int]]
     client_metrics: ClassVar[tuple[str, ...]]
     server_metrics: ClassVar[tuple[str, ...]]
 
-    def __init__(self, config: Mapping[str, Any]) -> None: ...
+    def __init__(self, settings: Settings, workspace: Workspace = ...) -> None: ...
 
     def initial_arrays(self) -> ArrayRecord:
         """Return the global model before round 1 (seeded, identical everywhere)."""

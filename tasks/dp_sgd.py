@@ -22,8 +22,8 @@ import torch
 from flwr.app import ConfigRecord, RecordDict
 from torch import nn
 
-ACCOUNTANTS = ("rdp", "prv")
-GRAD_SAMPLE_MODES = ("hooks", "functorch", "ew")
+from tasks.options import ACCOUNTANTS, GRAD_SAMPLE_MODES
+
 STATE_KEY = "dp-accountant"
 
 

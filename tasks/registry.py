@@ -1,86 +1,50 @@
-"""Name -> class registries for tasks (here) and strategies (``strategies.registry``).
+"""The tasks, by ``--task`` name: where each lives, its defaults and the options it reads.
 
-A module registers its class with a decorator; the registry imports every module of its
-package once, on first lookup, so adding a task or a strategy is a one-file change.
-Lookups of unknown names list the known ones, like Opacus's accountant registry.
+Explicit on purpose: listing the names, their defaults and their option groups imports
+no task module (no torch), so ``--help`` and the option checks stay light. Adding a task
+is one entry in each table below, plus its module (see docs/architecture.md).
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Mapping
 
+from fl_core.options import Options
+from fl_core.registry import Registry
+from tasks.dcgan.options import DCGANOptions
+from tasks.disguise.options import DisguiseOptions
+from tasks.image.options import DeviceOptions, ImageDataOptions
+from tasks.options import DPSGDOptions
 
-class Registry:
-    """Names registered by the modules of one package.
+TASKS = Registry("task", {
+    "classifier": "tasks.classifier:ClassifierTask",
+    "dcgan": "tasks.dcgan.task:DCGANTask",
+    "disguise": "tasks.disguise.task:DisguiseTask",
+    "regression": "tasks.regression:RegressionTask",
+})
 
-    Parameters
-    ----------
-    package : str
-        Package whose modules are imported on first lookup (``"tasks"``).
-    kind : str
-        Word used in error messages (``"task"``).
-    """
+_IMAGE_CLASSIFIER = {"num-server-rounds": 5, "local-epochs": 2, "batch-size": 32, "lr": 0.05}
+DEFAULTS: Mapping[str, Mapping[str, int | float]] = {
+    "classifier": _IMAGE_CLASSIFIER,
+    "dcgan": {"num-server-rounds": 10, "local-epochs": 2, "batch-size": 64, "lr": 3e-4},
+    "disguise": _IMAGE_CLASSIFIER,
+    "regression": {"num-server-rounds": 10, "local-epochs": 5, "batch-size": 16, "lr": 0.01},
+}
+"""Each task's values of the keys left at 0 (``fl_core.federation.TASK_DEFAULTED``)."""
 
-    def __init__(self, package: str, kind: str) -> None:
-        self.package = package
-        self.kind = kind
-        self._entries: dict[str, Any] = {}
-        self._discovered = False
-
-    def register(self, name: str) -> Callable[[Any], Any]:
-        """Decorator registering a class or builder function under ``name``."""
-
-        def decorator(obj: Any) -> Any:
-            if self._entries.get(name, obj) is not obj:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
-            self._entries[name] = obj
-            return obj
-
-        return decorator
-
-    def _discover(self) -> None:
-        if self._discovered:
-            return
-        self._discovered = True
-        package = importlib.import_module(self.package)
-        for module in pkgutil.iter_modules(package.__path__):
-            if not module.name.startswith("_"):
-                importlib.import_module(f"{self.package}.{module.name}")
-
-    def names(self) -> list[str]:
-        """Return the registered names, sorted."""
-        self._discover()
-        return sorted(self._entries)
-
-    def get(self, name: str) -> Any:
-        """Return what is registered as ``name``.
-
-        Raises
-        ------
-        KeyError
-            Naming the known entries, if ``name`` is not registered.
-        """
-        self._discover()
-        if name not in self._entries:
-            raise KeyError(f"unknown {self.kind} {name!r}; known: {', '.join(self.names())}")
-        return self._entries[name]
-
-
-TASKS = Registry("tasks", "task")
-
-
-def register(name: str) -> Callable[[type], type]:
-    """Class decorator that makes a task selectable as ``--task name``."""
-
-    def decorator(cls: type) -> type:
-        cls.name = name
-        return TASKS.register(name)(cls)
-
-    return decorator
-
+GROUPS: Mapping[str, tuple[type[Options], ...]] = {
+    "classifier": (ImageDataOptions, DPSGDOptions),
+    "dcgan": (ImageDataOptions, DPSGDOptions, DeviceOptions, DCGANOptions),
+    "disguise": (ImageDataOptions, DPSGDOptions, DisguiseOptions),
+    "regression": (),
+}
+"""The option groups each task reads beyond the federation's (the report shows these)."""
 
 names = TASKS.names
 get = TASKS.get
+
+
+def defaults_of(name: str) -> Mapping[str, int | float]:
+    """The task-defaulted values of task ``name`` (KeyError listing the known tasks)."""
+    TASKS.target(name)
+    return DEFAULTS[name]

@@ -7,18 +7,17 @@ predict about 10 for input 5.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from functools import lru_cache
-from typing import Any
+from functools import cache
 
 import numpy as np
 import torch
 from flwr.app import ArrayRecord, RecordDict
 from torch import nn
 
-from tasks.base import EvalResult, Partition, TrainResult
+from fl_core.federation import FederationOptions
+from fl_core.options import Settings
+from tasks.base import EvalResult, Partition, TrainResult, Workspace
 from tasks.proximal import ProximalAnchor
-from tasks.registry import register
 
 SLOPE = 2.0
 NOISE_STD = 0.5
@@ -34,7 +33,7 @@ def client_x_range(partition: Partition) -> tuple[float, float]:
     return low, low + X_SPAN
 
 
-@lru_cache(maxsize=None)
+@cache
 def client_data(
     partition: Partition, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -59,21 +58,18 @@ def predict(model: nn.Module, x: float) -> float:
         return float(model(torch.tensor([[x]])).item())
 
 
-@register("regression")
 class RegressionTask:
     """Linear regression of y = 2x across clients with different x-ranges."""
 
-    defaults: Mapping[str, float | int] = {
-        "num-server-rounds": 10, "local-epochs": 5, "batch-size": 16, "lr": 0.01,
-    }
     client_metrics = ("prediction_at_5",)
     server_metrics = ("loss", "prediction_at_5", "weight", "bias")
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
-        self.seed = int(config["seed"])
-        self.local_epochs = int(config["local-epochs"])
-        self.batch_size = int(config["batch-size"])
-        self.lr = float(config["lr"])
+    def __init__(self, settings: Settings, workspace: Workspace = Workspace()) -> None:
+        federation = settings.get(FederationOptions)
+        self.seed = federation.seed
+        self.local_epochs = federation.local_epochs
+        self.batch_size = federation.batch_size
+        self.lr = federation.lr
 
     def _model(self, arrays: ArrayRecord) -> nn.Linear:
         model = make_model(self.seed)

@@ -17,13 +17,14 @@ from typing import Any
 import torch
 from flwr.app import ArrayRecord, RecordDict
 
-from fl_sim.config import RunConfig
-from fl_sim.results import client_columns
-from tasks.base import Partition, fedavg
-from tasks.dcgan import DCGANTask, weights_path
+from fl_sim.options import RunConfig
+from fl_sim.record.results import client_columns
+from tasks.base import Partition, Workspace, fedavg
+from tasks.dcgan.task import DCGANTask
+from tasks.dcgan.weights import weights_path
 
-SMALL = {"dataset": "digits", "clients": 2, "num-server-rounds": 1, "local-epochs": 1, "batch-size": 32,
-         "gan-width": 8}
+SMALL = {"dataset": "digits", "clients": 2, "num-server-rounds": 1, "local-epochs": 1,
+         "batch-size": 32, "gan-width": 8}
 
 
 def make_dcgan_run(run_dir: Path, **overrides: Any) -> Path:
@@ -33,20 +34,21 @@ def make_dcgan_run(run_dir: Path, **overrides: Any) -> Path:
     ``dp=False`` or ``**{"num-server-rounds": 2}``.
     """
     torch.set_num_threads(1)
-    settings = RunConfig.from_mapping({"task": "dcgan", **SMALL, **overrides}).to_run_config()
-    settings["run-dir"] = str(run_dir)
+    cfg = RunConfig.from_mapping({"task": "dcgan", **SMALL, **overrides,
+                                  "run-dir": str(run_dir)})
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(json.dumps(
-        {"run_id": run_dir.name, "settings": settings, "status": "finished"}, indent=2))
-    task = DCGANTask(settings)
-    clients = int(settings["clients"])
+        {"run_id": run_dir.name, "settings": cfg.to_run_config(), "status": "finished"},
+        indent=2))
+    task = DCGANTask(cfg, Workspace(run_dir))
+    clients = cfg.federation.clients
     states = [RecordDict() for _ in range(clients)]
     arrays = task.initial_arrays()
     _save(arrays, run_dir, 0)
     with (run_dir / "clients.csv").open("w", newline="") as handle:
         writer = csv.DictWriter(handle, client_columns(task.client_metrics))
         writer.writeheader()
-        for server_round in range(1, int(settings["num-server-rounds"]) + 1):
+        for server_round in range(1, cfg.federation.num_server_rounds + 1):
             results = [task.train(arrays, Partition(i, clients), states[i], server_round)
                        for i in range(clients)]
             arrays = fedavg(results)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
+
+from fl_core.flower import TaskIdentity
 
 
 def task_identity() -> None:

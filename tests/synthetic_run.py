@@ -1,7 +1,7 @@
 """Synthetic run folders written by the real ``ResultsWriter``, for report tests.
 
 privacy.csv and sample grids are written by hand as the DP-FedAvg and DCGAN code
-write them (columns and paths from their issues).
+write them (the columns and paths of docs/results-format.md).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fl_sim.results import ResultsWriter
+from fl_sim.record.results import ResultsWriter
 
 PRIVACY_COLUMNS = ("run_id", "round", "epsilon", "delta", "noise_multiplier", "clipping_norm",
                    "sampled_clients", "population", "accountant", "status")
@@ -78,7 +78,8 @@ def write_run(
         if kind != "dcgan":
             round_row["evaluate_accuracy"] = min(0.99, 0.2 * rnd * lr * 100)
         if sample_dp:
-            round_row["epsilon_max"] = max(epsilon_of(rnd, c) for c in range(clients)) * epsilon_scale
+            round_row["epsilon_max"] = (max(epsilon_of(rnd, c) for c in range(clients))
+                                        * epsilon_scale)
         writer.rounds.append([round_row])
         if client_dp:
             privacy.append({"run_id": run_id, "round": rnd, "epsilon": 0.5 * rnd, "delta": 1e-5,
@@ -114,5 +115,6 @@ def _server_row(run_id: str, rnd: int, kind: str, lr: float) -> dict:
         row.update(server_fid=200.0 / (rnd + 1), server_inception_score=1 + 0.3 * rnd,
                    server_reference_accuracy=0.1 + 0.15 * rnd)
     else:
-        row.update(server_loss=2.1 / (rnd + 1), server_accuracy=min(0.99, 0.1 + 0.2 * rnd * lr * 100))
+        row.update(server_loss=2.1 / (rnd + 1),
+                   server_accuracy=min(0.99, 0.1 + 0.2 * rnd * lr * 100))
     return row

@@ -19,11 +19,11 @@ import numpy as np
 import pytest
 import torch
 
-from fl_sim.audit import run_audit
 from fl_sim.cli import main
-from fl_sim.run_folder import arrays_at, load_task
-from tasks.dcgan import joint_state, split_state, weights_path
-from tasks.dcgan_models import build_pair
+from fl_sim.record.run_folder import RunFolder
+from fl_sim.release.audit import run_audit
+from tasks.dcgan.models import build_pair
+from tasks.dcgan.weights import joint_state, split_state, weights_path
 from tests.dcgan_run import make_dcgan_run
 
 SIZE = 28  # the smallest image size the DCGAN supports
@@ -80,8 +80,8 @@ def test_audit_is_deterministic_and_reads_an_exported_file(run_dir: Path,
     again = run_audit(run, members=80, synthetic=200, seed=3)
     assert first == again
     # the same samples exported to a file give the same distance attack
-    task = load_task(run, need="synthesize")
-    images, _ = task.synthesize(arrays_at(run)[1], 200, 3)
+    task = RunFolder(run).load_task(need="synthesize")
+    images, _ = task.synthesize(RunFolder(run).arrays_at()[1], 200, 3)
     np.savez(tmp_path / "synthetic.npz", images=images)
     from_file = run_audit(run, members=80, synthetic_file=str(tmp_path / "synthetic.npz"),
                           seed=3)
@@ -104,7 +104,7 @@ def test_members_against_members_is_random_guessing(run_dir: Path, tmp_path: Pat
     4 sigma for each attack.
     """
     run = _copy(run_dir, tmp_path)
-    task = load_task(run, need="discriminator_logits")
+    task = RunFolder(run).load_task(need="discriminator_logits")
     task.holdout_data = lambda: task.member_data(1)
     record = run_audit(run, client=0, members=5000, synthetic=1000, task=task)
     assert record["settings"]["members"] > 700
@@ -140,13 +140,13 @@ class MemorisingTask:
 
 def test_overfitted_non_dp_toy_is_caught(run_dir: Path, tmp_path: Path) -> None:
     run = _copy(run_dir, tmp_path)
-    task = load_task(run, need="discriminator_logits")
+    task = RunFolder(run).load_task(need="discriminator_logits")
     train_x, _ = task.member_data()
     members, others = train_x[:40], train_x[40:200]
     holdout = task.holdout_data()[0][:200]
     # D of the last round, trained non-DP for 300 full-batch epochs to call the 40
     # members real and 160 other training images fake (members weighted 4x to balance)
-    state = arrays_at(run)[1].to_torch_state_dict()
+    state = RunFolder(run).arrays_at()[1].to_torch_state_dict()
     generator, discriminator = build_pair(SIZE, 1, 8, 0)
     g_state, d_state = split_state(state)
     generator.load_state_dict(g_state)
@@ -213,12 +213,12 @@ def test_bad_arguments_exit_2_with_one_clear_line(run_dir: Path, tmp_path: Path,
 
 def test_conditional_model_gets_labels_and_class_matched_distances(tmp_path: Path) -> None:
     """A conditional D is scored with the true labels; distances stay within a class."""
-    from fl_sim import mia
-    from fl_sim.audit import _subset
+    from fl_sim.release import mia
+    from fl_sim.release.audit import _subset
 
     run = make_dcgan_run(tmp_path / "cond", conditional=True)
-    task = load_task(run, need="discriminator_logits")
-    fakes, labels = task.synthesize(arrays_at(run)[1], 300, 1)
+    task = RunFolder(run).load_task(need="discriminator_logits")
+    fakes, labels = task.synthesize(RunFolder(run).arrays_at()[1], 300, 1)
     assert labels is not None
     np.savez(tmp_path / "release.npz", images=fakes, labels=labels)
     record = run_audit(run, members=100, synthetic_file=str(tmp_path / "release.npz"), seed=5)

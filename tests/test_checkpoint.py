@@ -1,4 +1,4 @@
-"""Checkpoint files, CSV truncation, round offsets and the issue-7 settings."""
+"""Checkpoint files, CSV truncation, round offsets and the scale and fault settings."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import pytest
 import torch
 from flwr.app import ArrayRecord
 
-from fl_sim import checkpoint
-from fl_sim.cli import main, resume_config
-from fl_sim.config import ConfigError, RunConfig
+from fl_sim.cli import main
+from fl_sim.options import OptionError, RunConfig
+from fl_sim.run import checkpoint
+from fl_sim.run.lifecycle import resume_config
 from strategies.fedavg import fedavg_kwargs
 
 
@@ -56,7 +57,8 @@ def test_checkpoint_is_written_when_due_and_restores_states_and_rng(tmp_path):
     assert restored.steps == 40
     assert (random.random(), np.random.random(), torch.rand(1).item()) == expected_draws
     assert loaded.planned_rounds == 5
-    assert torch.equal(loaded.array_record().to_torch_state_dict()["weight"], torch.full((2, 2), 2.0))
+    assert torch.equal(loaded.array_record().to_torch_state_dict()["weight"],
+                       torch.full((2, 2), 2.0))
     # The last planned round is always checkpointed, whatever K is.
     saver.after_round(5, _arrays(5))
     assert checkpoint.load(tmp_path).server_round == 5
@@ -108,23 +110,25 @@ def test_round_offset_renumbers_every_call():
 def test_clients_per_round_samples_exactly_k(clients, per_round):
     if per_round > clients:
         return
-    kw = fedavg_kwargs({"clients": clients, "clients-per-round": per_round,
-                        "fraction-train": 1.0, "fraction-evaluate": 1.0})
+    kw = fedavg_kwargs(RunConfig.from_mapping({"clients": clients,
+                                               "clients-per-round": per_round}))
     # Flower 1.42 FedAvg: sample_size = max(int(connected * fraction), min_nodes)
     assert max(int(clients * kw["fraction_train"]), kw["min_train_nodes"]) == per_round
     assert max(int(clients * kw["fraction_evaluate"]), kw["min_evaluate_nodes"]) == per_round
     assert kw["min_available_nodes"] == clients
 
 
-def test_issue7_settings_validate():
+def test_scale_and_fault_settings_validate():
     cfg = RunConfig.from_mapping({"clients": 1000, "clients-per-round": 10, "fail-rate": 0.1})
-    assert (cfg.clients_per_round, cfg.fail_rate, cfg.min_replies) == (10, 0.1, 1)
+    assert (cfg.sampling.clients_per_round, cfg.faults.fail_rate,
+            cfg.quorum.min_replies) == (10, 0.1, 1)
     bad = [({"fail-rate": 1.5}, "--fail-rate"), ({"straggler-rate": -0.1}, "--straggler-rate"),
            ({"clients": 5, "clients-per-round": 6}, "--clients-per-round"),
            ({"clients-per-round": 2, "min-replies": 3}, "--min-replies"),
-           ({"checkpoint-every": -1}, "--checkpoint-every"), ({"round-timeout": 0}, "--round-timeout")]
+           ({"checkpoint-every": -1}, "--checkpoint-every"),
+           ({"round-timeout": 0}, "--round-timeout")]
     for overrides, flag in bad:
-        with pytest.raises(ConfigError) as error:
+        with pytest.raises(OptionError) as error:
             RunConfig.from_mapping(overrides)
         assert str(error.value).startswith(flag)
 
@@ -142,9 +146,11 @@ def _stored_run(tmp_path, done_round: int, rounds: int = 4):
 def test_resume_config_continues_the_stored_settings(tmp_path):
     run_dir = _stored_run(tmp_path, 2)
     cfg = resume_config({"resume": str(run_dir), "ray-address": "127.0.0.1:1"})
-    assert (cfg.seed, cfg.clients, cfg.num_server_rounds) == (9, 3, 4)
-    assert cfg.run_dir == cfg.resume == str(run_dir) and cfg.ray_address == "127.0.0.1:1"
-    with pytest.raises(ConfigError, match="cannot change --seed"):
+    assert (cfg.federation.seed, cfg.federation.clients,
+            cfg.federation.num_server_rounds) == (9, 3, 4)
+    assert cfg.run.run_dir == cfg.run.resume == str(run_dir)
+    assert cfg.resources.ray_address == "127.0.0.1:1"
+    with pytest.raises(OptionError, match="cannot change --seed"):
         resume_config({"resume": str(run_dir), "seed": 1})
 
 

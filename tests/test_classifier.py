@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from flwr.app import RecordDict
 
-from fl_sim.config import RunConfig
+from fl_sim.options import RunConfig
 from tasks import dp_sgd
 from tasks.base import Partition
 from tasks.classifier import CLIENT_EVAL_FRACTION, ClassifierTask, local_split
@@ -15,7 +15,7 @@ from tasks.classifier import CLIENT_EVAL_FRACTION, ClassifierTask, local_split
 
 def _task(**overrides) -> ClassifierTask:
     settings = {"task": "classifier", "dataset": "digits", "clients": 4, **overrides}
-    return ClassifierTask(RunConfig.from_mapping(settings).to_run_config())
+    return ClassifierTask(RunConfig.from_mapping(settings))
 
 
 def _independent_epsilon(sigma: float, rate: float, steps: int, delta: float) -> float:

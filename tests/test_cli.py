@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fl_sim.cli import main
-from fl_sim.config import OPTIONS, defaults
+from fl_sim.options import defaults, option_groups
 from tests.conftest import REPO, run_cli
 
 
@@ -13,13 +13,15 @@ def test_help_lists_every_flag_with_its_default():
     done = run_cli("run", "--help")
     assert done.returncode == 0
     text = " ".join(done.stdout.split())
-    for option in OPTIONS:
-        if option.key != "run-dir":
-            assert option.flag in text
+    for group in option_groups():
+        assert group.title in text
+        for spec in group.specs():
+            if spec.key != "run-dir":
+                assert spec.flag in text
     assert "(default: 5)" in text  # --clients
     from tasks import registry
 
-    rounds = ", ".join(f"{name} {registry.get(name).defaults['num-server-rounds']}"
+    rounds = ", ".join(f"{name} {registry.DEFAULTS[name]['num-server-rounds']}"
                        for name in registry.names())
     assert f"task defaults: {rounds}" in text and "regression 10" in rounds  # --rounds
 
@@ -36,7 +38,8 @@ def test_run_sh_help_is_the_run_help():
     ("args", "fragment"),
     [
         (["--task", "nope"], "--task: unknown value 'nope'; allowed: "),
-        (["--strategy", "nope"], "--strategy: unknown value 'nope'; allowed: dp-fedavg, fedadam, fedavg, fedprox"),
+        (["--strategy", "nope"],
+         "--strategy: unknown value 'nope'; allowed: dp-fedavg, fedadam, fedavg, fedprox"),
         (["--clients", "0"], "--clients: must be >= 1 (got 0)"),
         (["--rounds", "-2"], "--rounds: must be >= 1 (got -2)"),
         (["--fraction-train", "0"], "--fraction-train: must be in (0, 1] (got 0.0)"),
@@ -73,5 +76,5 @@ def test_unknown_flag_is_argparse_exit_2():
     assert done.returncode == 2 and "--no-such-flag" in done.stderr
 
 
-def test_defaults_come_from_pyproject():
+def test_defaults_come_from_the_declarations():
     assert defaults()["out-dir"] == "results"

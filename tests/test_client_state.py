@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
-from flwr.supercore.task_identity import TaskIdentity
 
-from fl_sim import checkpoint
-from fl_sim.client_state import PREFIX, ClientStates, export_state, restore_state
+from fl_core.flower import TaskIdentity
+from fl_sim.app.client_state import PREFIX, ClientStates, export_state, restore_state
+from fl_sim.run import checkpoint
 
 
 @pytest.fixture(autouse=True)
@@ -101,4 +101,4 @@ def test_states_are_collected_stripped_checkpointed_and_sent_back_once(tmp_path)
     assert again[1].content[f"{PREFIX}accountant"]["steps"] == 20
     after.aggregate_train(3, [_reply(again[1], 2, client)])
     last = list(after.configure_train(4, ArrayRecord(), ConfigRecord(), grid))
-    assert all(not any(k.startswith(PREFIX) for k in m.content.keys()) for m in last)
+    assert all(not any(k.startswith(PREFIX) for k in m.content) for m in last)

@@ -8,11 +8,11 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import pytest
 
-from fl_sim.cli import build_parser, main
-from fl_sim.compare import compare, labels
-from fl_sim.progress import RoundProgress, choose_mode, progress_line
-from fl_sim.report_data import load_run
-from fl_sim.sweep import SweepError, parse_sweep, plan, point_name
+from fl_sim.cli import build_parser, main, overrides_from
+from fl_sim.record.progress import RoundProgress, choose_mode, progress_line
+from fl_sim.report.compare import compare, labels
+from fl_sim.report.data import load_run
+from fl_sim.run.sweep import SweepError, parse_sweep, plan, point_name
 from tests.conftest import run_cli
 from tests.synthetic_run import write_run
 from tests.test_report import assert_valid_png
@@ -47,7 +47,7 @@ def test_compare_two_runs_writes_the_tradeoff_plot(two_runs, tmp_path):
 
 
 def test_tradeoff_points_are_the_final_values(two_runs, tmp_path):
-    import fl_sim.compare as module
+    import fl_sim.report.compare as module
 
     runs = [load_run(p) for p in two_runs]
     points = module.final_points(runs, labels(runs), "server_accuracy")
@@ -109,12 +109,12 @@ def test_plan_builds_the_grid_and_validates_every_point(tmp_path):
     parser = build_parser()
     args = parser.parse_args(["run", "--clients", "2", "--out", str(tmp_path), "--run-name",
                               "sw", "--sweep", "lr=0.005,0.01", "--sweep", "seed=1,2"])
-    sweep_dir, configs = plan(args)
+    sweep_dir, configs = plan(args.sweep, overrides_from(args))
     assert sweep_dir == tmp_path / "sw" and not sweep_dir.exists()
-    assert [(c.lr, c.seed, c.clients) for c in configs] == [
+    assert [(c.federation.lr, c.federation.seed, c.federation.clients) for c in configs] == [
         (0.005, 1, 2), (0.005, 2, 2), (0.01, 1, 2), (0.01, 2, 2)]
-    assert {c.out_dir for c in configs} == {str(sweep_dir)}
-    assert configs[0].run_name == "lr-0.005_seed-1"
+    assert {c.run.out_dir for c in configs} == {str(sweep_dir)}
+    assert configs[0].run.run_name == "lr-0.005_seed-1"
 
 
 def test_bad_sweep_value_exits_2_before_any_run(tmp_path, capsys):

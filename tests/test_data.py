@@ -9,8 +9,8 @@ import struct
 import numpy as np
 import pytest
 
-from tasks import data
-from tasks.data import DataError, class_counts, load_images, partition_indices
+from tasks.image import data
+from tasks.image.data import DataError, class_counts, load_images, partition_indices
 
 
 def write_idx(path, array: np.ndarray, gz: bool = False) -> None:

@@ -8,20 +8,19 @@ import torch
 from flwr.app import RecordDict
 from opacus.accountants.analysis import rdp as rdp_analysis
 
-from fl_sim.config import RunConfig
+from fl_sim.options import RunConfig
 from tasks import dp_sgd
-from tasks.base import Partition
-from tasks.dcgan import DCGANTask, split_state
-from tasks.dcgan_models import Discriminator, Generator, build_pair
+from tasks.base import Partition, Workspace
+from tasks.dcgan.models import Discriminator, Generator, build_pair
+from tasks.dcgan.task import DCGANTask
+from tasks.dcgan.weights import split_state
 
 
 def task(tmp_path=None, **overrides) -> DCGANTask:
     settings = {"task": "dcgan", "clients": 8, "dataset": "digits", "batch-size": 32,
                 "num-server-rounds": 2, "local-epochs": 1, **overrides}
-    config = RunConfig.from_mapping(settings).to_run_config()
-    if tmp_path is not None:
-        config["run-dir"] = str(tmp_path)
-    return DCGANTask(config)
+    workspace = Workspace(tmp_path) if tmp_path is not None else Workspace()
+    return DCGANTask(RunConfig.from_mapping(settings), workspace)
 
 
 @pytest.mark.parametrize("size", [28, 32, 64])
@@ -40,7 +39,8 @@ def test_dcgan_init_is_normal_0_02():
     generator, discriminator = build_pair(32, 1, 32, 0)
     weights = torch.cat([m.weight.flatten() for m in discriminator.modules()
                          if isinstance(m, torch.nn.Conv2d)])
-    assert abs(weights.mean().item()) < 2e-3 and weights.std().item() == pytest.approx(0.02, rel=0.05)
+    assert abs(weights.mean().item()) < 2e-3
+    assert weights.std().item() == pytest.approx(0.02, rel=0.05)
 
 
 def test_private_round_trains_d_and_g_and_counts_steps():
@@ -103,14 +103,21 @@ def test_client_evaluation_uses_no_real_data():
         "loss", "g_loss", "d_fake_accuracy"}
 
 
-def test_central_evaluation_writes_grid_weights_and_partitions(tmp_path):
+def test_central_evaluation_writes_nothing_and_the_artifacts_writer_writes_the_round(tmp_path):
     t = task(tmp_path)
-    metrics = t.central_evaluate(0, t.initial_arrays())
+    arrays = t.initial_arrays()
+    metrics = t.central_evaluate(0, arrays)
     assert set(metrics) == {"fid", "inception_score", "reference_accuracy"}
     assert np.isfinite(list(metrics.values())).all() and metrics["fid"] > 0
+    # only the reference classifier's cache, which the metrics need, is in the folder
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["reference_classifier.json",
+                                                          "reference_classifier.pt"]
+    assert t.summary(arrays) == metrics  # the same measurement, no sentinel round
+    t.artifacts(tmp_path).after_round(0, arrays)
     for name in ("samples/round_000.png", "generator.pt", "discriminator.pt",
-                 "partitions.json", "reference_classifier.pt"):
+                 "weights/round_000.pt", "partitions.json"):
         assert (tmp_path / name).exists(), name
+    assert not list(tmp_path.rglob(".*.tmp*"))  # atomic writes leave no temporary file
     state = torch.load(tmp_path / "generator.pt")
     Generator(28, 1, 32).load_state_dict(state)
     Discriminator(28, 1, 32).load_state_dict(torch.load(tmp_path / "discriminator.pt"))

@@ -7,10 +7,10 @@ import pytest
 import torch
 from flwr.app import RecordDict
 
-from fl_sim.config import ConfigError, RunConfig
+from fl_sim.options import OptionError, RunConfig
 from tasks import dp_sgd
 from tasks.base import Partition, fedavg
-from tasks.dcgan_models import build_pair
+from tasks.dcgan.models import build_pair
 from tests.test_dcgan import task
 
 
@@ -90,6 +90,7 @@ def test_short_conditional_run_beats_chance_on_train_on_synthetic(tmp_path):
     metrics = t.central_evaluate(2, arrays)
     assert metrics["tstr_accuracy"] > 0.3, metrics
     assert metrics["real_data_accuracy"] > 0.85
+    t.artifacts(tmp_path).after_round(2, arrays)
     assert (tmp_path / "samples" / "round_002.png").exists()
 
 
@@ -101,6 +102,6 @@ def test_short_conditional_run_beats_chance_on_train_on_synthetic(tmp_path):
     ({"task": "dcgan", "gan-d-beta1": -0.1}, "--gan-d-beta1"),
 ])
 def test_bad_release_and_tuning_flags_name_the_flag(overrides, flag):
-    with pytest.raises(ConfigError) as error:
+    with pytest.raises(OptionError) as error:
         RunConfig.from_mapping(overrides)
     assert error.value.flag == flag

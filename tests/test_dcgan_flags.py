@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fl_sim.config import ConfigError, RunConfig
+from fl_sim.options import OptionError, RunConfig
 from tests.conftest import run_cli
 
 
@@ -41,12 +41,14 @@ def test_cli_exits_2_with_one_clear_line(flags, message, tmp_path):
     ],
 )
 def test_config_names_the_bad_flag(overrides, flag):
-    with pytest.raises(ConfigError) as error:
+    with pytest.raises(OptionError) as error:
         RunConfig.from_mapping({"task": "dcgan", **overrides})
     assert error.value.flag == flag and str(error.value).startswith(f"{flag}: ")
 
 
 def test_defaults_are_valid_and_resolve_the_task_defaults():
     cfg = RunConfig.from_mapping({"task": "dcgan"})
-    assert (cfg.num_server_rounds, cfg.local_epochs, cfg.batch_size, cfg.lr) == (10, 2, 64, 3e-4)
-    assert (cfg.dataset, cfg.image_size, cfg.dp, cfg.delta) == ("mnist5k", 28, True, 1e-5)
+    f = cfg.federation
+    assert (f.num_server_rounds, f.local_epochs, f.batch_size, f.lr) == (10, 2, 64, 3e-4)
+    assert (cfg.image.dataset, cfg.image.image_size, cfg.dp_sgd.dp, f.delta) == (
+        "mnist5k", 28, True, 1e-5)

@@ -6,11 +6,12 @@ import pytest
 import torch
 from flwr.app import RecordDict
 
-from fl_sim.config import ConfigError, RunConfig
+from fl_sim.options import OptionError, RunConfig
 from tasks import dp_sgd
 from tasks.base import Partition
-from tasks.dcgan import OPTIMIZER_KEY, gan_round, load_optimizers, split_state
-from tasks.dcgan_models import build_pair
+from tasks.dcgan.models import build_pair
+from tasks.dcgan.training import OPTIMIZER_KEY, GANSteps, gan_round, load_optimizers
+from tasks.dcgan.weights import split_state
 from tests.test_dcgan import task
 
 
@@ -24,7 +25,7 @@ def test_adam_state_survives_rounds_and_steps_accumulate():
     arrays, state = t.initial_arrays(), RecordDict()
     result = t.train(arrays, Partition(0, 8), state, 1)
     _, steps = dp_sgd.poisson_plan(result.num_examples, 32)
-    g_steps = int(t.config["gan-g-steps"])
+    g_steps = t.g_steps
     assert g_steps == 3  # the default: three G steps after each D step
 
     def by_owner(counts):
@@ -62,7 +63,8 @@ def test_d_lr_sets_only_the_discriminators_step():
         loader = [(torch.rand(8, 1, 28, 28) * 2 - 1,)]
         g_opt = torch.optim.Adam(generator.parameters(), lr=1e-3, betas=(0.5, 0.999))
         d_opt = torch.optim.Adam(discriminator.parameters(), lr=d_lr, betas=(0.5, 0.999))
-        gan_round(generator, discriminator, loader, g_opt, d_opt, 1, 8, 0.9)
+        gan_round(generator, discriminator, loader, g_opt, d_opt,
+                  GANSteps(epochs=1, fakes=8, real_label=0.9))
         moved = max((discriminator.state_dict()[k] - d0[k]).abs().max().item() for k in d0)
         assert moved == pytest.approx(d_lr, rel=1e-3)  # Adam's first step is lr * sign(g)
 
@@ -74,9 +76,11 @@ def test_real_label_smoothing_changes_the_d_loss_floor():
     opt = torch.optim.SGD(discriminator.parameters(), lr=0.0)
     g_opt = torch.optim.SGD(generator.parameters(), lr=0.0)
     torch.manual_seed(1)
-    smooth = gan_round(generator, discriminator, loader, g_opt, opt, 1, 4, 0.9)["d_loss"]
+    smooth = gan_round(generator, discriminator, loader, g_opt, opt,
+                       GANSteps(epochs=1, fakes=4, real_label=0.9))["d_loss"]
     torch.manual_seed(1)
-    plain = gan_round(generator, discriminator, loader, g_opt, opt, 1, 4, 1.0)["d_loss"]
+    plain = gan_round(generator, discriminator, loader, g_opt, opt,
+                      GANSteps(epochs=1, fakes=4, real_label=1.0))["d_loss"]
     logits = discriminator(torch.zeros(4, 1, 28, 28)).detach()
     # the real half differs by 0.1 * mean(logit) / 2 (BCE is linear in the target)
     assert smooth - plain == pytest.approx(0.1 * logits.mean().item() / 2, rel=1e-4)
@@ -91,20 +95,20 @@ def test_width_builds_narrower_networks():
 @pytest.mark.parametrize(("key", "value"), [("gan-real-label", 0.4), ("gan-real-label", 1.1),
                                             ("gan-d-lr", -1.0), ("gan-width", 2)])
 def test_bad_values_name_the_flag(key, value):
-    with pytest.raises(ConfigError, match=f"--{key}"):
+    with pytest.raises(OptionError, match=f"--{key}"):
         RunConfig.from_mapping({"task": "dcgan", key: value})
 
 
 @pytest.mark.parametrize("dp", [True, False])
 def test_fakes_per_step_balance_the_expected_real_batch(monkeypatch, dp):
     """Under DP as many fakes as Poisson's expected reals (N q); without DP the batch size."""
-    import tasks.dcgan as dcgan
+    import tasks.dcgan.task as dcgan
 
     seen = []
     real_round = dcgan.gan_round
 
     def spy(*args, **kwargs):
-        seen.append(args[6])
+        seen.append(args[5].fakes)
         return real_round(*args, **kwargs)
 
     monkeypatch.setattr(dcgan, "gan_round", spy)

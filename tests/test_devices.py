@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fl_sim.cli import main
-from tasks.devices import torch_device
+from tasks.image.devices import torch_device
 
 
 @pytest.mark.parametrize(("choice", "gpu", "expected"), [

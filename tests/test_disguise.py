@@ -6,17 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from fl_sim.config import ConfigError, RunConfig
-from tasks import cnn, disguise_metrics
-from tasks import translator as translation
-from tasks.disguise import (
-    PUBLISHED,
-    DisguiseTask,
-    MappingError,
-    parse_mapping,
-    read_published,
-    select,
-)
+from fl_sim.options import OptionError, RunConfig
+from tasks.base import Workspace
+from tasks.disguise import metrics as disguise_metrics
+from tasks.disguise import translator as translation
+from tasks.disguise.options import MappingError, parse_mapping
+from tasks.disguise.task import PUBLISHED, DisguiseTask, read_published, select
+from tasks.image import cnn
 from tests.conftest import run_cli
 
 
@@ -43,7 +39,7 @@ def test_parse_mapping_rejects(hide, decoy, key, words):
 
 
 def test_config_names_the_flag():
-    with pytest.raises(ConfigError, match=r"^--decoy: must be disjoint"):
+    with pytest.raises(OptionError, match=r"^--decoy: must be disjoint"):
         RunConfig.from_mapping({"task": "disguise", "hide": "0,1", "decoy": "1,2"})
     # Other tasks ignore the disguise keys.
     RunConfig.from_mapping({"task": "classifier", "hide": "0,1", "decoy": "1,2"})
@@ -78,8 +74,8 @@ def prepared(tmp_path_factory):
     cfg = RunConfig.from_mapping({
         "task": "disguise", "dataset": "digits", "clients": 2, "translator-steps": 40,
         "hide": "4,7", "decoy": "1,9", "run-dir": str(run_dir), "dp": False,
-    }).to_run_config()
-    task = DisguiseTask(cfg)
+    })
+    task = DisguiseTask(cfg, Workspace(run_dir))
     task.prepare()
     return task, run_dir
 

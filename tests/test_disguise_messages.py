@@ -18,12 +18,12 @@ import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
-from flwr.supercore.task_identity import TaskIdentity
 
-from fl_sim import client_app, server_app
-from fl_sim.config import RunConfig
-from tasks import cnn
-from tasks.disguise import OWNER, PUBLISHED
+from fl_core.flower import TaskIdentity
+from fl_sim.app import client_app, server_app
+from fl_sim.options import RunConfig
+from tasks.disguise.task import OWNER, PUBLISHED
+from tasks.image import cnn
 
 pytestmark = pytest.mark.slow
 

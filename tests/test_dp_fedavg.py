@@ -15,7 +15,7 @@ from flwr.serverapp.exception import PrivacyBudgetExhausted
 from scipy.optimize import brentq
 from scipy.stats import norm
 
-from fl_sim.config import RunConfig
+from fl_sim.options import RunConfig
 from strategies import registry
 from strategies.dp import ClientLevelDP, adaptive_round_multiplier
 from tests.fakes import FakeGrid, arrays, run_round, task_identity
@@ -31,7 +31,7 @@ def _identity():
 
 def dp_strategy(**overrides) -> ClientLevelDP:
     settings = {"strategy": "dp-fedavg", "clients": 20, "clients-per-round": 5, **overrides}
-    return registry.build(RunConfig.from_mapping(settings).to_run_config())
+    return registry.build(RunConfig.from_mapping(settings))
 
 
 def direct_epsilon(multipliers: list[float], delta: float) -> float:

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks import data as image_data
-from tasks.disguise import PUBLISHED, read_published
+from tasks.disguise.task import PUBLISHED, read_published
+from tasks.image import data as image_data
 from tests.conftest import run_cli
 
 pytestmark = pytest.mark.slow

@@ -18,7 +18,7 @@ import time
 import pandas as pd
 import pytest
 
-from fl_sim import checkpoint
+from fl_sim.run import checkpoint
 from tests.conftest import REPO, run_cli
 
 pytestmark = pytest.mark.slow
@@ -91,7 +91,8 @@ def test_resumed_run_matches_uninterrupted(uninterrupted, resumed):
     whole_c, res_c = (pd.read_csv(d / "clients.csv") for d in (uninterrupted, run_dir))
     key = ["round", "phase", "partition_id", "status"]
     assert len(res_c) == len(whole_c)
-    assert res_c[key].sort_values(key).values.tolist() == whole_c[key].sort_values(key).values.tolist()
+    assert (res_c[key].sort_values(key).values.tolist()
+            == whole_c[key].sort_values(key).values.tolist())
     whole_r, res_r = (pd.read_csv(d / "rounds.csv") for d in (uninterrupted, run_dir))
     assert list(res_r["round"]) == [0, 1, 2, 3, 4]  # no round twice, none missing
     assert list(res_r["status"]) == list(whole_r["status"])

@@ -65,13 +65,13 @@ def test_clients_trained_with_the_cli_settings(run_dir):
     """Round 1 of client 1 equals the same training run in-process with the same flags."""
     from flwr.app import RecordDict
 
-    from fl_sim.config import RunConfig
+    from fl_sim.options import RunConfig
     from tasks.base import Partition
     from tasks.regression import RegressionTask
 
     settings = RunConfig.from_mapping(
         {"clients": 3, "num-server-rounds": 2, "lr": 0.02, "seed": 7}
-    ).to_run_config()
+    )
     task = RegressionTask(settings)
     expected = task.train(task.initial_arrays(), Partition(1, 3), RecordDict(), 1)
     clients = pd.read_csv(run_dir[0] / "clients.csv")

@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fl_sim import export, run_folder
 from fl_sim.cli import main
-from fl_sim.config import RunConfig
-from tasks.data import load_images
+from fl_sim.options import RunConfig
+from fl_sim.record import run_folder
+from fl_sim.release import export
+from tasks.image.data import load_images
 from tests.dcgan_run import make_dcgan_run
 
 
@@ -114,11 +115,11 @@ def test_metadata_of_a_run_without_dp_has_no_epsilon(plain_run, tmp_path):
 
 
 def test_client_level_epsilon_comes_from_privacy_csv(dp_run, tmp_path):
-    assert run_folder.epsilon_at(dp_run, 2, "privacy.csv") is None
+    assert run_folder.RunFolder(dp_run).epsilon_at(2, "privacy.csv") is None
     (tmp_path / "privacy.csv").write_text(
         "run_id,round,epsilon,status\nx,1,0.5,released\nx,2,0.9,released\nx,3,1.4,released\n")
-    assert run_folder.epsilon_at(tmp_path, 2, "privacy.csv") == 0.9
-    assert run_folder.epsilon_at(tmp_path, 0, "privacy.csv") is None
+    assert run_folder.RunFolder(tmp_path).epsilon_at(2, "privacy.csv") == 0.9
+    assert run_folder.RunFolder(tmp_path).epsilon_at(0, "privacy.csv") is None
 
 
 # --- PNG folder --------------------------------------------------------------------------
@@ -144,7 +145,7 @@ def test_a_release_trains_with_fl_sim_itself(dp_run, tmp_path):
     export.sample(dp_run, n=200, out=tmp_path / "release", fmt="png-folder")
     trained = make_dcgan_run(tmp_path / "retrained", dataset="folder",
                              **{"data-dir": str(tmp_path / "release")})
-    assert run_folder.rounds_with_weights(trained) == [0, 1]
+    assert run_folder.RunFolder(trained).rounds_with_weights() == [0, 1]
     assert _csv_epsilon(trained, 1) > 0
 
 
@@ -170,12 +171,12 @@ class LabelledTask:
 def labelled(monkeypatch):
     made = {}
 
-    def load(run_dir, need=None):
-        made["task"] = LabelledTask(real_load(run_dir, need), made.get("classes", 10))
+    def load(folder, need=None):
+        made["task"] = LabelledTask(real_load(folder, need), made.get("classes", 10))
         return made["task"]
 
-    real_load = run_folder.load_task
-    monkeypatch.setattr(run_folder, "load_task", load)
+    real_load = run_folder.RunFolder.load_task
+    monkeypatch.setattr(run_folder.RunFolder, "load_task", load)
     return made
 
 

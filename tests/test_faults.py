@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from flwr.app import ArrayRecord, ConfigRecord, Context, MetricRecord, RecordDict
 
-from fl_sim.faults import FaultPlan, InjectedFault, fault_mod, faulted_partition
+from fl_sim.app.faults import FaultPlan, InjectedFault, fault_mod
+from fl_sim.record.recorder import faulted_partition
 from strategies.quorum import Quorum
 
 
@@ -41,12 +42,14 @@ def test_straggler_draws_do_not_change_who_fails():
 
 def _message(kind: str, server_round: int) -> SimpleNamespace:
     # Only what the mod reads (a real Message needs a running Flower task identity).
-    content = RecordDict({"arrays": ArrayRecord(), "config": ConfigRecord({"server-round": server_round})})
+    content = RecordDict({"arrays": ArrayRecord(),
+                          "config": ConfigRecord({"server-round": server_round})})
     return SimpleNamespace(content=content, metadata=SimpleNamespace(message_type=kind))
 
 
 def _context(partition: int, **run_config) -> Context:
-    return Context(run_id=1, node_id=1, node_config={"partition-id": partition, "num-partitions": 3},
+    return Context(run_id=1, node_id=1,
+                   node_config={"partition-id": partition, "num-partitions": 3},
                    state=RecordDict(), run_config={"seed": 3, **run_config})
 
 
@@ -83,7 +86,8 @@ def test_mod_delays_stragglers_and_passes_query_messages():
 
 
 def test_faulted_partition_only_reads_injected_faults():
-    assert faulted_partition("ray ... injected failure (fail-rate 0.5) in round 2, partition 17\n") == 17
+    reason = "ray ... injected failure (fail-rate 0.5) in round 2, partition 17\n"
+    assert faulted_partition(reason) == 17
     assert faulted_partition("ValueError: partition 3 is outside 0..2") is None
     assert faulted_partition(None) is None
 

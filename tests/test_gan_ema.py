@@ -7,8 +7,8 @@ import torch
 from flwr.app import RecordDict
 
 from tasks.base import Partition
-from tasks.dcgan import split_state
-from tasks.gan_ema import EMA_PREFIX, GeneratorEMA, decay_at, ema_state
+from tasks.dcgan.ema import EMA_PREFIX, GeneratorEMA, decay_at, ema_state
+from tasks.dcgan.weights import split_state
 from tests.test_dcgan import task
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks import gan_metrics
-from tasks.images import grid, save_grid
+from tasks.dcgan import metrics as gan_metrics
+from tasks.image.images import grid, save_grid
 
 
 def test_frechet_distance_of_gaussians_matches_the_closed_form():
@@ -33,7 +33,7 @@ def test_inception_score_bounds():
 
 
 def test_reference_classifier_learns_digits_and_is_cached(tmp_path):
-    from tasks.data import load_images
+    from tasks.image.data import load_images
 
     images = load_images("digits", "", 28, 0)
     first = gan_metrics.cached_reference(tmp_path, images.test_x, images.test_y, 10, 0)

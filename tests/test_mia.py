@@ -1,4 +1,4 @@
-"""Membership-inference statistics (fl_sim.mia) against figures worked out by hand."""
+"""Membership-inference statistics (fl_sim.release.mia) against figures worked out by hand."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from fl_sim import mia
+from fl_sim.release import mia
 
 
 def test_auc_of_a_hand_made_score_list() -> None:

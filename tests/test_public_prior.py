@@ -11,22 +11,23 @@ import pytest
 import torch
 from flwr.app import RecordDict
 
-from fl_sim.config import ConfigError, RunConfig
-from tasks import dp_sgd, font_digits, public_prior
-from tasks.base import Partition
-from tasks.dcgan import DCGANTask, split_state
-from tasks.data import CIFAR_FILES
-from tasks.dcgan_models import build_pair
+from fl_sim.options import OptionError, RunConfig
+from tasks import dp_sgd
+from tasks.base import Partition, Workspace
+from tasks.dcgan import font_digits, public_prior
+from tasks.dcgan.models import build_pair
+from tasks.dcgan.options import resolve_prior
+from tasks.dcgan.task import DCGANTask
+from tasks.dcgan.weights import split_state
+from tasks.image.data import CIFAR_FILES
 from tests.conftest import run_cli
 
 
-def make_task(tmp_path=None, **overrides) -> DCGANTask:
+def make_task(tmp_path=None, resuming=False, **overrides) -> DCGANTask:
     settings = {"task": "dcgan", "clients": 5, "batch-size": 64, "num-server-rounds": 2,
                 "local-epochs": 1, "gan-width": 8, **overrides}
-    config = RunConfig.from_mapping(settings).to_run_config()
-    if tmp_path is not None:
-        config["run-dir"] = str(tmp_path)
-    return DCGANTask(config)
+    workspace = Workspace(tmp_path, resuming=resuming) if tmp_path is not None else Workspace()
+    return DCGANTask(RunConfig.from_mapping(settings), workspace)
 
 
 @pytest.fixture
@@ -44,7 +45,7 @@ def quick(monkeypatch):
     ("none", "mnist5k", "none"), ("digits", "fashion-mnist", "digits"),
 ])
 def test_auto_gives_the_digits_prior_to_the_mnist_data_sets_only(prior, dataset, expected):
-    assert public_prior.resolve(prior, dataset) == expected
+    assert resolve_prior(prior, dataset) == expected
 
 
 def cifar_dir(root):
@@ -64,7 +65,7 @@ def cifar_dir(root):
     ({"gan-public-prior": "imagenet"}, "allowed: auto, digits, none"),
 ])
 def test_bad_priors_name_the_flag(overrides, words, tmp_path):
-    with pytest.raises(ConfigError) as error:
+    with pytest.raises(OptionError) as error:
         RunConfig.from_mapping({"task": "dcgan", "data-dir": str(cifar_dir(tmp_path)),
                                 **overrides})
     assert error.value.flag == "--gan-public-prior" and words in str(error.value)
@@ -73,7 +74,7 @@ def test_bad_priors_name_the_flag(overrides, words, tmp_path):
 def test_the_digits_prior_is_allowed_for_the_private_digits_data_set():
     # The public digits are drawn from fonts, not scikit-learn's digits: no overlap.
     config = RunConfig.from_mapping({"task": "dcgan", "dataset": "digits",
-                                     "gan-public-prior": "digits"}).to_run_config()
+                                     "gan-public-prior": "digits"})
     assert DCGANTask(config).prior == "digits"
 
 
@@ -166,9 +167,12 @@ def test_frozen_layers_are_every_convolution_but_the_output():
 
 
 def test_pretraining_learns_digits_and_is_deterministic(tmp_path, quick):
-    first = make_task(tmp_path / "a").initial_arrays().to_torch_state_dict()
+    task_a = make_task(tmp_path / "a")
+    arrays = task_a.initial_arrays()
+    first = arrays.to_torch_state_dict()
     second = make_task(tmp_path / "b").initial_arrays().to_torch_state_dict()
     assert all(torch.equal(first[k], second[k]) for k in first)
+    task_a.artifacts(tmp_path / "a").after_round(0, arrays)
     record = json.loads((tmp_path / "a" / "public_prior.json").read_text())
     assert record["prior"] == "digits" and record["public_feature_accuracy"] > 0.6  # one epoch
     plain = make_task(**{"gan-public-prior": "none"}).initial_arrays().to_torch_state_dict()
@@ -196,7 +200,9 @@ def test_private_step_leaves_public_features_alone_and_is_accounted_as_before(qu
 
 def test_round_zero_evaluates_the_public_generator(tmp_path, quick):
     t = make_task(tmp_path)
-    metrics = t.central_evaluate(0, t.initial_arrays())
+    arrays = t.initial_arrays()
+    metrics = t.central_evaluate(0, arrays)
+    t.artifacts(tmp_path).after_round(0, arrays)
     assert np.isfinite(metrics["fid"]) and (tmp_path / "samples" / "round_000.png").exists()
     assert (tmp_path / "public_prior.json").exists()
     assert "code_agreement" in t.server_metrics and 0 <= metrics["code_agreement"] <= 1
@@ -206,13 +212,13 @@ def test_a_resumed_run_starts_from_its_round_zero_instead_of_pretraining(tmp_pat
                                                                          monkeypatch):
     first = make_task(tmp_path)
     kept = first.initial_arrays()
-    first.central_evaluate(0, kept)  # writes weights/round_000.pt, as a run does
+    first.artifacts(tmp_path).after_round(0, kept)  # weights/round_000.pt, as a run writes
 
     def fail(*_args, **_kwargs):
         raise AssertionError("the public prior was trained again")
 
     monkeypatch.setattr(public_prior, "pretrain", fail)
-    again = make_task(tmp_path, resume=str(tmp_path)).initial_arrays().to_torch_state_dict()
+    again = make_task(tmp_path, resuming=True).initial_arrays().to_torch_state_dict()
     assert all(torch.equal(again[k], v) for k, v in kept.to_torch_state_dict().items())
     with pytest.raises(AssertionError, match="trained again"):  # a new run does pretrain
         make_task(tmp_path / "new").initial_arrays()
@@ -237,7 +243,7 @@ def test_the_guide_travels_unchanged_and_the_private_loader_holds_no_labels(quic
     guide_keys = [k for k in start if k.startswith("guide.")]
     assert guide_keys and "guide.head.3.weight" in guide_keys
     seen = {}
-    real_round = __import__("tasks.dcgan", fromlist=["gan_round"]).gan_round
+    real_round = __import__("tasks.dcgan.task", fromlist=["gan_round"]).gan_round
 
     def spy(generator, discriminator, loader, *args, **kwargs):
         seen["batch"] = len(next(iter(loader)))
@@ -246,7 +252,7 @@ def test_the_guide_travels_unchanged_and_the_private_loader_holds_no_labels(quic
         seen["guide"] = bound.arguments.get("guide")
         return real_round(generator, discriminator, loader, *args, **kwargs)
 
-    monkeypatch.setattr("tasks.dcgan.gan_round", spy)
+    monkeypatch.setattr("tasks.dcgan.task.gan_round", spy)
     result = t.train(arrays, Partition(0, 5), RecordDict(), server_round=1)
     after = result.arrays.to_torch_state_dict()
     assert all(torch.equal(start[k], after[k]) for k in guide_keys)
@@ -279,6 +285,7 @@ def test_the_coded_public_generator_draws_the_class_it_is_given(tmp_path):
     # a classifier of real handwritten digits reads many of them as their codes too (it
     # is trained on 1,000 digits and reads printed shapes less well)
     assert t.central_evaluate(0, arrays)["code_agreement"] > 0.25  # chance: 0.1
+    t.artifacts(tmp_path).after_round(0, arrays)
     record = json.loads((tmp_path / "public_prior.json").read_text())
     assert record["class_code"] is True
 
@@ -289,9 +296,9 @@ def test_a_coded_generator_serves_evaluation_release_and_audit(tmp_path, quick):
     assert t.evaluate(arrays, Partition(1, 5)).num_examples > 0  # G reads drawn codes
     images, labels = t.synthesize(arrays, 30, seed=3)
     assert images.shape == (30, 1, 28, 28) and labels is None  # codes are not labels
-    assert 0.0 <= images.min() and images.max() <= 1.0
+    assert images.min() >= 0.0 and images.max() <= 1.0
     assert t.discriminator_logits(arrays, images * 2 - 1).shape == (30,)
-    t.central_evaluate(1, arrays)
+    t.artifacts(tmp_path).after_round(1, arrays)
     grid = (tmp_path / "samples" / "round_001.png")
     from PIL import Image
     assert Image.open(grid).size[0] > Image.open(grid).size[1]  # 10 columns x 8 rows
@@ -299,7 +306,7 @@ def test_a_coded_generator_serves_evaluation_release_and_audit(tmp_path, quick):
 
 def test_the_average_of_a_prior_started_generator_has_no_warm_up(quick, monkeypatch):
     """The warm-up forgets a random start; a prior is none, and would cap the decay."""
-    import tasks.dcgan as dcgan_module
+    import tasks.dcgan.task as dcgan_module
 
     made = []
     real = dcgan_module.GeneratorEMA

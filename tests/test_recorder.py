@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 from flwr.app import ArrayRecord, Error, Message, MessageType, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAvg
-from flwr.supercore.task_identity import TaskIdentity
 
-from fl_sim.recorder import RunRecorder
-from fl_sim.results import ResultsWriter
+from fl_core.flower import TaskIdentity
+from fl_sim.record.recorder import RunRecorder
+from fl_sim.record.results import ResultsWriter
 from strategies.recording import RecordingStrategy
 
 

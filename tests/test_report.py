@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fl_sim.report import epsilon_text, make_report
-from fl_sim.report_data import NotARunFolder, load_run
-from fl_sim.report_plots import MANY_CLIENTS, build_plots
+from fl_sim.record.run_folder import RunFolderError
+from fl_sim.report.build import epsilon_text, make_report
+from fl_sim.report.data import load_run
+from fl_sim.report.plots import MANY_CLIENTS, build_plots
 from tests.synthetic_run import epsilon_of, write_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -105,9 +106,10 @@ def test_per_client_lines_aggregate_and_server(tmp_path):
     assert {"client 0", "client 1", "aggregate (strategy)",
             "server evaluation (global model)"} <= set(drawn)
     client1 = clients[(clients["partition_id"] == 1) & (clients["phase"] == "evaluate")]
-    got = {l.get_label(): l for l in evaluate.get_lines()}["client 1"]
+    got = {line.get_label(): line for line in evaluate.get_lines()}["client 1"]
     assert list(got.get_ydata()) == pytest.approx(list(client1["loss"]))
-    server = {l.get_label(): l for l in train.get_lines()}["server evaluation (global model)"]
+    server = {line.get_label(): line
+              for line in train.get_lines()}["server evaluation (global model)"]
     assert list(server.get_ydata()) == pytest.approx(list(rounds["server_loss"]))
     # the synthetic client 1 trains 0.1 s longer than client 0 every round
     slowest = lines(plots["durations"].figure)["slowest client (most often client 1)"]
@@ -174,8 +176,8 @@ def test_main_metric(tmp_path, kind, drop, expected):
 
 
 def test_not_a_run_folder(tmp_path):
-    with pytest.raises(NotARunFolder, match="no such folder"):
+    with pytest.raises(RunFolderError, match="no such folder"):
         load_run(tmp_path / "missing")
     (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(NotARunFolder, match="not a run folder"):
+    with pytest.raises(RunFolderError, match="not a run folder"):
         load_run(tmp_path)

@@ -12,7 +12,7 @@ import textwrap
 import pandas as pd
 import pytest
 
-from fl_sim.results import ResultsWriter, client_columns, round_columns
+from fl_sim.record.results import ResultsWriter, client_columns, round_columns
 from tests.conftest import REPO
 
 
@@ -69,14 +69,15 @@ def test_config_updates_are_atomic_and_merge(tmp_path):
 def test_a_killed_writer_keeps_every_finished_round(tmp_path):
     script = textwrap.dedent(f"""
         import os, signal
-        from fl_sim.results import ResultsWriter
+        from fl_sim.record.results import ResultsWriter
         w = ResultsWriter({str(tmp_path)!r}, [], ["loss"])
         w.write_config({{"status": "running"}})
         for r in range(3):
             w.rounds.append([{{"round": r, "server_loss": 1.0 / (r + 1)}}])
         os.kill(os.getpid(), signal.SIGKILL)
     """)
-    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(REPO)})
+    done = subprocess.run([sys.executable, "-c", script],
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == -9
     assert list(pd.read_csv(tmp_path / "rounds.csv")["round"]) == [0, 1, 2]
     assert json.loads((tmp_path / "config.json").read_text())["status"] == "running"

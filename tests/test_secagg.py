@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
-from fl_sim.client_mods import privacy_mod
-from fl_sim.config import RunConfig
+from fl_sim.app.client_mods import privacy_mod
+from fl_sim.options import RunConfig
 from strategies import registry
 from strategies.secagg import SecAggPlus
 from tests.fakes import FakeGrid, arrays, reply, task_identity
@@ -67,14 +67,14 @@ def _identity():
 
 
 def build(**overrides):
-    config = RunConfig.from_mapping({"clients": 4, "secagg": True, **overrides}).to_run_config()
+    config = RunConfig.from_mapping({"clients": 4, "secagg": True, **overrides})
     return config, registry.build_for_run(config)
 
 
 def test_secagg_aggregate_equals_plain_fedavg_on_the_same_updates():
     config, strategy = build()
     assert isinstance(strategy, SecAggPlus)
-    grid = ClientsGrid(4, config)
+    grid = ClientsGrid(4, config.to_run_config())
     current = arrays(np.zeros((3, 4)), np.zeros(4))
     assert list(strategy.configure_train(1, current, ConfigRecord(), grid)) == []
     secure, metrics = strategy.aggregate_train(1, [])
@@ -98,7 +98,7 @@ def test_secagg_aggregate_equals_plain_fedavg_on_the_same_updates():
 def test_secagg_with_client_clipping_dp_fedavg_clips_then_sums_then_noises():
     config, strategy = build(**{"strategy": "dp-fedavg", "dp-clipping": "client",
                                 "clipping-norm": 0.5, "server-noise-multiplier": 1e-6})
-    grid = ClientsGrid(4, config)
+    grid = ClientsGrid(4, config.to_run_config())
     current = arrays(np.zeros((3, 4)), np.zeros(4))
     strategy.configure_train(1, current, ConfigRecord(), grid)
     secure, _ = strategy.aggregate_train(1, [])

@@ -10,8 +10,8 @@ import torch
 from flwr.app import ConfigRecord, MetricRecord, RecordDict
 from flwr.serverapp.strategy import FedAdam, FedAvg, FedProx
 
-from fl_sim.client_mods import privacy_mod
-from fl_sim.config import ConfigError, RunConfig
+from fl_sim.app.client_mods import privacy_mod
+from fl_sim.options import OptionError, RunConfig
 from strategies import registry
 from strategies.fedavg import fedavg_kwargs
 from strategies.sampling import train_sample_size
@@ -21,7 +21,7 @@ from tests.fakes import FakeGrid, arrays, task_identity
 
 
 def settings(**overrides):
-    return RunConfig.from_mapping(overrides).to_run_config()
+    return RunConfig.from_mapping(overrides)
 
 
 @pytest.mark.parametrize(
@@ -137,7 +137,7 @@ def test_privacy_mod_adds_uniform_weight_only_under_dp_fedavg():
     ],
 )
 def test_invalid_combinations_name_the_flag(overrides, key, words):
-    with pytest.raises(ConfigError) as error:
+    with pytest.raises(OptionError) as error:
         RunConfig.from_mapping(overrides)
     assert error.value.key == key
     assert str(error.value).startswith(error.value.flag) and words in str(error.value)
@@ -174,7 +174,7 @@ def test_privacy_mod_clips_train_updates_with_flowers_mod_under_client_clipping(
                               "metrics": MetricRecord({"num-examples": 8})})
         return Message(content, reply_to=msg)
 
-    out = privacy_mod(message, SimpleNamespace(run_config=config), client)
+    out = privacy_mod(message, SimpleNamespace(run_config=config.to_run_config()), client)
     assert not out.has_error()
     np.testing.assert_allclose(out.content["arrays"].to_numpy_ndarrays()[0], [0.6, 0.8],
                                rtol=1e-6)

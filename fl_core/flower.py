@@ -1,0 +1,89 @@
+"""The one door to Flower's private and internal API, pinned to the version it was read from.
+
+Why: fl-sim relies on a few parts of Flower that are not its public Message API (the
+simulation entry point that takes a run config, the run identity, the RDP accountant of
+the DP wrappers, the SecAgg+ workflow's stages). They may change in any release, so
+every such import lives here, and importing this module on another Flower version fails
+at once with what to install, instead of somewhere inside a round.
+"""
+
+from __future__ import annotations
+
+from importlib import metadata
+from typing import Any
+
+FLOWER_VERSION = "1.42.0"
+
+
+def check_version(installed: str | None = None) -> None:
+    """Fail unless the installed Flower is :data:`FLOWER_VERSION`.
+
+    Raises
+    ------
+    RuntimeError
+        Naming both versions and the pin to install.
+    """
+    installed = installed or metadata.version("flwr")
+    if installed != FLOWER_VERSION:
+        raise RuntimeError(
+            f"fl-sim uses Flower internals read from flwr {FLOWER_VERSION}, but flwr "
+            f"{installed} is installed; install flwr=={FLOWER_VERSION} (constraints.txt)")
+
+
+check_version()
+
+# The imports below must follow the version check (hence E402).
+from flwr.compat.common import recorddict_compat  # noqa: E402
+from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD  # noqa: E402
+from flwr.server.workflow.constant import Key as WorkflowKey  # noqa: E402
+from flwr.server.workflow.secure_aggregation.secaggplus_workflow import (  # noqa: E402
+    SecAggPlusWorkflow,
+    WorkflowState,
+)
+from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords  # noqa: E402
+from flwr.supercore import log  # noqa: E402
+from flwr.supercore.privacy_accounting import (  # noqa: E402
+    GaussianPrivacyEvent,
+    NeighboringRelation,
+    PrivacyConfig,
+    SamplingMethod,
+)
+from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant  # noqa: E402
+from flwr.supercore.run import Run  # noqa: E402
+from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
+
+__all__ = [
+    "FLOWER_VERSION", "GaussianPrivacyEvent", "MAIN_CONFIGS_RECORD", "MAIN_PARAMS_RECORD",
+    "NeighboringRelation", "PrivacyConfig", "RdpAccountant", "Run", "SamplingMethod",
+    "SecAggPlusWorkflow", "TaskIdentity", "WorkflowKey", "WorkflowState",
+    "aggregate_arrayrecords", "check_version", "log", "new_run", "recorddict_compat",
+    "run_simulation",
+]
+
+
+def new_run(overrides: dict[str, Any]) -> Run:
+    """A Run carrying ``overrides``, set up as ``_run_simulation`` does for ``run=None``.
+
+    The public ``flwr.simulation.run_simulation`` cannot pass a run config; building the
+    Run ourselves is how ``flwr run``'s overrides reach both apps in-process.
+    """
+    from flwr.common.constant import RUN_ID_NUM_BYTES, SUPERLINK_NODE_ID, TASK_ID_NUM_BYTES
+    from flwr.server.superlink.linkstate.utils import generate_rand_int_from_bytes
+    from flwr.supercore.constant import NOOP_FEDERATION_ID
+
+    run = Run.create_empty(run_id=generate_rand_int_from_bytes(RUN_ID_NUM_BYTES))
+    run.override_config = dict(overrides)
+    run.primary_task_id = generate_rand_int_from_bytes(TASK_ID_NUM_BYTES)
+    run.federation_id = NOOP_FEDERATION_ID
+    TaskIdentity.task_id = 1
+    TaskIdentity.run_id = run.run_id
+    TaskIdentity.node_id = SUPERLINK_NODE_ID
+    return run
+
+
+def run_simulation(**kwargs: Any) -> None:
+    """Flower's ``_run_simulation`` (imports Ray, hence only when a simulation starts)."""
+    from flwr.simulation.run_simulation import _run_simulation
+    from flwr.supercore.telemetry import EventType
+
+    _run_simulation(exit_event=EventType.PYTHON_API_RUN_SIMULATION_LEAVE, **kwargs)

@@ -1,0 +1,1 @@
+"""The Flower apps and their mods: what runs on the server and on every client."""

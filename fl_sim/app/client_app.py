@@ -1,0 +1,125 @@
+"""Flower ClientApp: thin glue between Flower messages and the selected task.
+
+Arrays and config come in; ``task.train``/``task.evaluate`` run; arrays and one
+MetricRecord (task metrics plus ``num-examples``, ``partition-id`` and ``seconds``) go
+out. Per-client state that must outlive a round (e.g. a DP accountant) lives in
+``context.state``, which Flower keeps for each node across rounds.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import lru_cache
+from pathlib import Path
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+from fl_sim.app.client_mods import privacy_mod
+from fl_sim.app.client_state import export_state, restore_state
+from fl_sim.app.faults import fault_mod
+from fl_sim.app.settings import settings_of
+from fl_sim.options import RunConfig
+from fl_sim.record.recorder import NUM_EXAMPLES, PARTITION_ID, SECONDS
+from tasks import registry as task_registry
+from tasks.base import Partition, Task, Workspace
+
+# Outermost first: injected faults (fl_sim/app/faults.py) fire before any DP/SecAgg+ work;
+# privacy_mod is a no-op unless --strategy dp-fedavg or --secagg.
+app = ClientApp(mods=[fault_mod, privacy_mod])
+
+
+@lru_cache(maxsize=4)
+def _task(settings: RunConfig) -> Task:
+    # One task object per process and config: data and models load once per actor.
+    run_dir = settings.run.run_dir or settings.run.resume
+    return task_registry.get(settings.task)(settings,
+                                            Workspace(Path(run_dir) if run_dir else None))
+
+
+def task_for(context: Context) -> Task:
+    """Return the (cached) task described by the context's run config."""
+    return _task(settings_of(context.run_config))
+
+
+def partition_of(context: Context) -> Partition:
+    """Read ``partition-id``/``num-partitions`` from the node config."""
+    try:
+        return Partition(
+            int(context.node_config["partition-id"]), int(context.node_config["num-partitions"])
+        )
+    except KeyError as missing:
+        raise ValueError(
+            f"node config lacks {missing}; start SuperNodes with "
+            "--node-config 'partition-id=<i> num-partitions=<n>'"
+        ) from None
+
+
+GLUE_STATE = "fl-sim.client"
+
+
+def count_round(state: RecordDict) -> int:
+    """Count this client's successful training rounds in its own state record.
+
+    The count travels in checkpoints like any other client state, so after a resume it
+    goes on from where it was: a witness that client state survives, and how many rounds
+    a client contributed (what its privacy cost depends on).
+    """
+    record = state.get(GLUE_STATE) or ConfigRecord({"rounds-trained": 0})
+    record["rounds-trained"] = int(record["rounds-trained"]) + 1
+    state[GLUE_STATE] = record
+    return int(record["rounds-trained"])
+
+
+def _reply(msg: Message, content: dict, partition: Partition, metrics: dict,
+           num_examples: int, started: float) -> Message:
+    record = MetricRecord(
+        {
+            **{k: float(v) for k, v in metrics.items()},
+            NUM_EXAMPLES: num_examples,
+            PARTITION_ID: partition.index,
+            SECONDS: time.perf_counter() - started,
+        }
+    )
+    return Message(RecordDict({**content, "metrics": record}), reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """Train the task locally from the received global arrays."""
+    started = time.perf_counter()
+    partition = partition_of(context)
+    config = msg.content["config"]
+    server_round = int(config["server-round"])
+    # Only FedProx sends proximal-mu; tasks without the argument run every other strategy.
+    extra = {"proximal_mu": float(config["proximal-mu"])} if "proximal-mu" in config else {}
+    resumable = settings_of(context.run_config).run.checkpoint_every > 0
+    if resumable:  # state saved before a resume comes back once (fl_sim/client_state.py)
+        restore_state(msg.content, context.state)
+    result = task_for(context).train(
+        msg.content["arrays"], partition, context.state, server_round, **extra
+    )
+    content = {"arrays": result.arrays}
+    if resumable:
+        count_round(context.state)
+        content.update(export_state(context.state))
+    return _reply(msg, content, partition, result.metrics, result.num_examples, started)
+
+
+@app.evaluate()
+def evaluate(msg: Message, context: Context) -> Message:
+    """Evaluate the received global arrays on the client's held-out data."""
+    started = time.perf_counter()
+    partition = partition_of(context)
+    arrays: ArrayRecord = msg.content["arrays"]
+    result = task_for(context).evaluate(arrays, partition)
+    return _reply(msg, {}, partition, result.metrics, result.num_examples, started)
+
+
+@app.query()
+def query(msg: Message, context: Context) -> Message:
+    """Name this node's partition (a resumed server asks before sending saved state)."""
+    partition = partition_of(context)
+    return Message(
+        RecordDict({"metrics": MetricRecord({PARTITION_ID: partition.index})}), reply_to=msg
+    )

@@ -1,0 +1,1 @@
+"""Releasing synthetic data from a run and auditing it for membership inference."""

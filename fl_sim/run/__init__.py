@@ -1,0 +1,1 @@
+"""Running a run: its folder's life, the launchers (simulation, deployment), sweeps, checkpoints."""

@@ -1,0 +1,149 @@
+"""``run --sweep KEY=V1,V2,...``: one run per grid point, into one folder, then compare.
+
+Every point is validated before the first run starts (a bad value anywhere exits 2
+before Ray starts); runs go one after another in this process, each with its own
+report; the comparison goes to ``<sweep folder>/compare/``. Generic over run-config
+keys: ``--sweep noise-multiplier=0.5,1,2`` works wherever that key exists.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from fl_core.options import OptionError, UsageError
+from fl_sim.options import RunConfig, defaults, option_groups
+
+NOT_SWEPT = {"run-dir", "run-name", "out-dir", "ray-address", "quiet"}
+
+
+class SweepError(UsageError):
+    """A ``--sweep`` value is malformed or names an unknown key."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("", message)
+
+
+def sweep_key(name: str) -> str:
+    """The run-config key of ``name``: a key (``lr``) or a flag without dashes (``rounds``)."""
+    table = defaults()
+    if name in table:
+        key = name
+    else:
+        by_flag = {spec.flag.lstrip("-"): spec.key
+                   for group in option_groups() for spec in group.specs()}
+        key = by_flag.get(name.lstrip("-"), "")
+    if not key:
+        raise SweepError(f"--sweep: unknown key {name!r}; known: {', '.join(sorted(table))}")
+    if key in NOT_SWEPT:
+        raise SweepError(f"--sweep: {key} cannot be swept; allowed: any other run-config key")
+    return key
+
+
+def parse_sweep(specs: list[str]) -> list[tuple[str, list[str]]]:
+    """``["lr=0.005,0.01"]`` -> ``[("lr", ["0.005", "0.01"])]``.
+
+    Raises
+    ------
+    SweepError
+        For a spec without ``=``, an empty value, a repeated key or an unknown key.
+    """
+    axes: list[tuple[str, list[str]]] = []
+    for spec in specs:
+        name, sep, values = spec.partition("=")
+        items = [v.strip() for v in values.split(",")]
+        if not sep or not name.strip() or not all(items):
+            raise SweepError(f"--sweep: expected KEY=V1,V2,... (e.g. lr=0.005,0.01), got {spec!r}")
+        key = sweep_key(name.strip())
+        if key in (k for k, _ in axes):
+            raise SweepError(f"--sweep: {key} given twice; list all its values once")
+        axes.append((key, list(dict.fromkeys(items))))
+    return axes
+
+
+def point_name(point: dict[str, Any]) -> str:
+    """A folder name for a grid point: ``lr-0.005`` or ``lr-0.005_seed-1``."""
+    name = "_".join(f"{key}-{value}" for key, value in point.items())
+    return re.sub(r"[^A-Za-z0-9._-]", "-", name)
+
+
+def plan(specs: list[str], overrides: dict[str, Any]) -> tuple[Path, list[RunConfig]]:
+    """Validate every grid point and choose the sweep folder (not created yet).
+
+    Parameters
+    ----------
+    specs : list of str
+        The ``--sweep`` values.
+    overrides : dict
+        The other run-config keys set on the command line.
+
+    Raises
+    ------
+    SweepError, OptionError
+        For the first bad spec or grid point.
+    """
+    axes = parse_sweep(specs)
+    base = dict(overrides)
+    clash = [key for key, _ in axes if key in base]
+    if clash:
+        raise SweepError(f"--sweep: {clash[0]} is also set by its own flag; give it once")
+    out = Path(base.pop("out-dir", defaults()["out-dir"]))
+    name = base.pop("run-name", "") or (
+        datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        + f"-sweep-{'-'.join(key for key, _ in axes)}"
+    )
+    sweep_dir = out / name
+    if sweep_dir.exists():
+        raise OptionError("run-name", f"{sweep_dir} already exists; choose another name")
+    configs = []
+    for values in itertools.product(*(v for _, v in axes)):
+        point = dict(zip((k for k, _ in axes), values))
+        try:
+            cfg = RunConfig.from_mapping({**base, **point, "out-dir": str(sweep_dir),
+                                          "run-name": point_name(point)})
+        except OptionError as error:
+            raise SweepError(f"--sweep {point_name(point)}: {error}") from None
+        configs.append(cfg)
+    names = [cfg.run.run_name for cfg in configs]
+    if len(set(names)) != len(names):
+        raise SweepError("--sweep: two values give the same run (repeated values?)")
+    return sweep_dir, configs
+
+
+def run_sweep(specs: list[str], overrides: dict[str, Any], verbose: bool = False) -> int:
+    """Run every grid point, then compare; returns the worst exit code of the runs.
+
+    Raises
+    ------
+    SweepError, OptionError
+        Before the first run, for a bad spec or grid point; later, if a point's folder
+        cannot be claimed.
+    """
+    from fl_sim.report.compare import compare
+    from fl_sim.run.lifecycle import claim_run_dir
+    from fl_sim.run.simulation import quiet_libraries, simulate
+
+    sweep_dir, configs = plan(specs, overrides)
+    quiet_libraries(verbose)
+    done, code = [], 0
+    for i, cfg in enumerate(configs, 1):
+        cfg = claim_run_dir(cfg)
+        print(f"sweep {i}/{len(configs)}: {cfg.run.run_name} -> {cfg.run.run_dir}", flush=True)
+        result = simulate(cfg, verbose)
+        done.append(Path(cfg.run.run_dir))
+        code = max(code, result)
+        if result == 130:
+            print("sweep interrupted; comparing the runs so far", file=sys.stderr)
+            break
+    try:
+        index = compare(done, sweep_dir / "compare")
+    except Exception as error:  # noqa: BLE001 - the runs are safe; say why
+        print(f"fl_sim: compare failed ({error}); retry with: python -m fl_sim compare "
+              f"{' '.join(map(str, done))}", file=sys.stderr)
+        return code or 1
+    print(f"comparison: {index}", flush=True)
+    return code

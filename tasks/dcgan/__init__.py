@@ -1,0 +1,1 @@
+"""The DP-DCGAN task: models, local training, public prior, metrics, and the writer of its files."""

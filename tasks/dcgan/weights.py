@@ -1,0 +1,55 @@
+"""How the DCGAN's networks are laid out in one state dict, and where rounds are kept.
+
+The global model is one ArrayRecord holding both networks (``generator.*`` and
+``discriminator.*``), averaged by the strategy every round; G's EMA travels beside them
+(:mod:`tasks.dcgan.ema`) and, with a class code, the frozen guide (``guide.*``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+G_PREFIX, D_PREFIX = "generator.", "discriminator."
+GUIDE_PREFIX = "guide."
+"""The frozen public classifier of a coded G (:mod:`tasks.dcgan.public_prior`)."""
+WEIGHTS_DIR = "weights"
+
+
+def weights_path(run_dir: str | Path, server_round: int) -> Path:
+    """Where the global (G, D) of ``server_round`` is kept (round 0: the initialisation).
+
+    Every round's weights are kept (about 2.5 MB per round at the default width), so a
+    synthetic release or an audit can be made from any round, not just the last.
+    """
+    return Path(run_dir) / WEIGHTS_DIR / f"round_{server_round:03d}.pt"
+
+
+def split_state(state: Mapping[str, torch.Tensor]) -> tuple[dict, dict]:
+    """Split a joint state dict into (generator, discriminator) state dicts."""
+    g = {k[len(G_PREFIX):]: v for k, v in state.items() if k.startswith(G_PREFIX)}
+    d = {k[len(D_PREFIX):]: v for k, v in state.items() if k.startswith(D_PREFIX)}
+    return g, d
+
+
+def joint_state(generator: nn.Module, discriminator: nn.Module) -> dict[str, torch.Tensor]:
+    """One state dict holding both networks, as the strategy averages them."""
+    state = {f"{G_PREFIX}{k}": v.detach().clone() for k, v in generator.state_dict().items()}
+    state.update({f"{D_PREFIX}{k}": v.detach().clone()
+                  for k, v in discriminator.state_dict().items()})
+    return state
+
+
+def with_guide(state: Mapping[str, torch.Tensor], guide: nn.Module) -> dict[str, torch.Tensor]:
+    """``state`` plus the guide's weights under :data:`GUIDE_PREFIX` (as ``with_ema`` does)."""
+    joint = dict(state)
+    joint.update({f"{GUIDE_PREFIX}{k}": v for k, v in guide.state_dict().items()})
+    return joint
+
+
+def guide_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The guide's weights stored in a joint state dict (empty without a class code)."""
+    return {k[len(GUIDE_PREFIX):]: v for k, v in state.items() if k.startswith(GUIDE_PREFIX)}

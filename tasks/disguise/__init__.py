@@ -1,0 +1,1 @@
+"""The disguise task: a translation GAN hides classes behind decoys; a classifier learns them."""
