@@ -33,7 +33,9 @@ def check_version(installed: str | None = None) -> None:
 check_version()
 
 # The imports below must follow the version check (hence E402).
+from flwr.common.serde import recorddict_from_proto, recorddict_to_proto  # noqa: E402
 from flwr.compat.common import recorddict_compat  # noqa: E402
+from flwr.proto.recorddict_pb2 import RecordDict as ProtoRecordDict  # noqa: E402
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD  # noqa: E402
 from flwr.server.workflow.constant import Key as WorkflowKey  # noqa: E402
 from flwr.server.workflow.secure_aggregation.secaggplus_workflow import (  # noqa: E402
@@ -51,14 +53,26 @@ from flwr.supercore.privacy_accounting import (  # noqa: E402
 from flwr.supercore.privacy_accounting.rdp_accountant import RdpAccountant  # noqa: E402
 from flwr.supercore.run import Run  # noqa: E402
 from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
+from flwr.superlink.grid.inmemory_grid import InMemoryGrid  # noqa: E402
 
 __all__ = [
-    "FLOWER_VERSION", "GaussianPrivacyEvent", "MAIN_CONFIGS_RECORD", "MAIN_PARAMS_RECORD",
+    "FLOWER_VERSION", "GaussianPrivacyEvent", "InMemoryGrid", "MAIN_CONFIGS_RECORD",
+    "MAIN_PARAMS_RECORD",
     "NeighboringRelation", "PrivacyConfig", "RdpAccountant", "Run", "SamplingMethod",
     "SecAggPlusWorkflow", "TaskIdentity", "WorkflowKey", "WorkflowState",
     "aggregate_arrayrecords", "check_version", "log", "new_run", "recorddict_compat",
-    "run_simulation",
+    "recorddict_bytes", "recorddict_of_bytes", "run_simulation",
 ]
+
+
+def recorddict_bytes(records: Any) -> bytes:
+    """A RecordDict as Flower's own protobuf bytes: data only, nothing to execute."""
+    return recorddict_to_proto(records).SerializeToString()
+
+
+def recorddict_of_bytes(data: bytes) -> Any:
+    """Parse what :func:`recorddict_bytes` wrote (raises on anything else)."""
+    return recorddict_from_proto(ProtoRecordDict.FromString(data))
 
 
 def new_run(overrides: dict[str, Any]) -> Run:

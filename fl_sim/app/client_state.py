@@ -22,7 +22,6 @@ sent when checkpoints are off.
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -30,6 +29,8 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDic
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
+from fl_core.flower import recorddict_bytes, recorddict_of_bytes
+from fl_sim.record.run_folder import RunFolderError
 from strategies.delegating import DelegatingStrategy
 
 PREFIX = "client-state/"
@@ -74,12 +75,27 @@ class ClientStates(DelegatingStrategy):
 
     # --- StateProvider -----------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """Every partition's latest records, pickled (Flower records are plain objects)."""
-        return {"states": pickle.dumps(self.states)}
+        """Every partition's latest records, as Flower's protobuf bytes (no pickle)."""
+        return {"states": {partition: recorddict_bytes(RecordDict(records))
+                           for partition, records in self.states.items()}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Load saved records; each partition gets them back before it next trains."""
-        self.states = pickle.loads(state["states"])
+        """Load saved records; each partition gets them back before it next trains.
+
+        Raises
+        ------
+        RunFolderError
+            If a saved entry is not Flower's record bytes (a damaged or foreign checkpoint).
+        """
+        states = {}
+        for partition, data in dict(state["states"]).items():
+            try:
+                records = recorddict_of_bytes(bytes(data))
+            except Exception as error:  # noqa: BLE001 - any parse failure: refuse the file
+                raise RunFolderError(f"checkpoint: client state of partition {partition} is "
+                                     f"not Flower record bytes ({type(error).__name__})") from None
+            states[int(partition)] = dict(records.items())
+        self.states = states
         self._restore = set(self.states)
 
     # --- Strategy ----------------------------------------------------------------

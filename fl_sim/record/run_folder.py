@@ -136,8 +136,9 @@ class RunFolder:
 
     def arrays_at(self, server_round: int | None = None) -> tuple[int, Any]:
         """(round, global weights as an ArrayRecord) of ``server_round``, or the last kept."""
-        import torch
         from flwr.app import ArrayRecord
+
+        from fl_core.safe_load import load_tensors
 
         rounds = self.rounds_with_weights()
         if not rounds:
@@ -147,9 +148,13 @@ class RunFolder:
         if chosen not in rounds:
             raise RunFolderError(f"round {server_round} does not exist in {self.path}; kept "
                                  f"rounds: {rounds[0]}..{rounds[-1]}")
-        state = torch.load(self.path / WEIGHTS_DIR / f"round_{chosen:03d}.pt",
-                           map_location="cpu", weights_only=True)
-        return chosen, ArrayRecord(state)
+        path = self.path / WEIGHTS_DIR / f"round_{chosen:03d}.pt"
+        state = load_tensors(path, "round weights")
+        try:
+            return chosen, ArrayRecord(state)
+        except Exception as error:  # noqa: BLE001 - a dict of something else than tensors
+            raise RunFolderError(f"{path} holds no state dict of tensors "
+                                 f"({type(error).__name__})") from None
 
     # --- privacy ----------------------------------------------------------------------
     def epsilon_at(self, server_round: int, source: str = "clients.csv") -> float | None:

@@ -34,35 +34,44 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 
 from fl_core.atomic import replacing
+from fl_core.safe_load import DamagedFile, load_tensors
 from strategies.delegating import DelegatingStrategy
 
 CHECKPOINT = "checkpoint.pt"
-FORMAT = 1
+FORMAT = 2
+"""Format 2 holds only what ``torch.load(weights_only=True)`` reads: tensors, numbers,
+strings, bytes and containers. Format 1 (pickled client states and NumPy random states)
+could run code when loaded and is refused."""
 
 
 class StateProvider(Protocol):
     """Anything whose state must survive a resume (an accountant, a recorder)."""
 
     def state_dict(self) -> dict[str, Any]:
-        """Return plain Python/NumPy/torch data (saved with ``torch.save``)."""
+        """Return tensors, numbers, strings, bytes and containers of them (no objects)."""
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned."""
 
 
 def rng_state() -> dict[str, Any]:
-    """The server process's random states."""
+    """The server process's random states, as plain numbers and a tensor."""
+    kind, key, pos, has_gauss, gauss = np.random.get_state()
     return {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": {"kind": str(kind), "key": [int(k) for k in key], "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
         "torch": torch.get_rng_state(),
     }
 
 
 def restore_rng(state: Mapping[str, Any]) -> None:
     """Restore what :func:`rng_state` returned."""
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy = state["numpy"]
+    np.random.set_state((numpy["kind"], np.asarray(numpy["key"], dtype=np.uint32),
+                         numpy["pos"], numpy["has_gauss"], numpy["gauss"]))
     torch.set_rng_state(state["torch"])
 
 
@@ -104,18 +113,23 @@ def save(run_dir: Path, checkpoint: Checkpoint) -> Path:
 
 
 def load(run_dir: Path) -> Checkpoint:
-    """Read ``checkpoint.pt`` of ``run_dir``.
+    """Read ``checkpoint.pt`` of ``run_dir`` without running anything it holds.
 
     Raises
     ------
-    FileNotFoundError
-        If the run wrote no checkpoint (it ran without ``--checkpoint-every``).
+    DamagedFile
+        If the file is missing, truncated, of another format, or asks to run code.
     """
     path = Path(run_dir) / CHECKPOINT
-    data = torch.load(path, weights_only=False)
-    if data.pop("format") != FORMAT:
-        raise ValueError(f"{path}: unknown checkpoint format")
-    return Checkpoint(**data)
+    data = load_tensors(path, "an fl-sim checkpoint")
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        found = data.get("format") if isinstance(data, dict) else type(data).__name__
+        raise DamagedFile(path, f"checkpoint format {found!r}; this fl-sim reads format "
+                                f"{FORMAT}")
+    fields = {"server_round", "planned_rounds", "arrays", "rng", "states"}
+    if not fields <= set(data):
+        raise DamagedFile(path, f"checkpoint lacks {sorted(fields - set(data))}")
+    return Checkpoint(**{k: data[k] for k in fields})
 
 
 class Checkpointer:

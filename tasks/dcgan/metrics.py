@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fl_core.atomic import replacing, write_json
+from fl_core.safe_load import DamagedFile, load_tensors
 
 FEATURES = 128
 REFERENCE_FILE = "reference_classifier.pt"
@@ -100,10 +101,14 @@ def cached_reference(run_dir: str | Path | None, images: np.ndarray, labels: np.
     """Load the run's reference classifier, or train it and save it in ``run_dir``."""
     path = Path(run_dir) / REFERENCE_FILE if run_dir else None
     if path is not None and path.exists():
-        saved = torch.load(path, map_location="cpu", weights_only=False)
+        saved = load_tensors(path, "a reference classifier")
         model = ReferenceClassifier(images.shape[1], num_classes)
-        model.load_state_dict(saved["state_dict"])
-        return Reference(model, float(saved["accuracy"]))
+        try:
+            model.load_state_dict(saved["state_dict"])
+            return Reference(model, float(saved["accuracy"]))
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise DamagedFile(path, f"not this run's reference classifier "
+                                    f"({type(error).__name__})") from None
     reference = train_reference(images, labels, num_classes, seed)
     if path is not None:
         with replacing(path) as tmp:

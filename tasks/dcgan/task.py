@@ -29,6 +29,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from fl_core.options import Settings
+from fl_core.safe_load import load_tensors
 from tasks import dp_sgd
 from tasks.base import EvalResult, Partition, TrainResult, Workspace
 from tasks.dcgan import metrics as gan_metrics
@@ -233,7 +234,7 @@ class DCGANTask(GeneratorRelease, PrivateImageTask):
         if not self.workspace.resuming or self.workspace.run_dir is None:
             return None
         path = weights_path(self.workspace.run_dir, 0)
-        return ArrayRecord(torch.load(path)) if path.exists() else None
+        return ArrayRecord(load_tensors(path, "round weights")) if path.exists() else None
 
     # --- client ----------------------------------------------------------------------
     def train(

@@ -29,6 +29,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fl_core.atomic import replacing
+from fl_core.safe_load import load_tensors
 from tasks.image import cnn
 
 WIDTH = 16
@@ -183,7 +184,7 @@ def save_translator(g: Translator, path: Path) -> Path:
 def load_translator(path: Path, channels: int) -> Translator:
     """Rebuild a saved translator."""
     g = Translator(channels)
-    g.load_state_dict(torch.load(path, weights_only=True))
+    g.load_state_dict(load_tensors(path, "a translator"))
     return g.eval()
 
 
