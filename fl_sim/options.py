@@ -169,6 +169,18 @@ class RunConfig:
             cfg.get(kind).validate(cfg)
         return cfg
 
+    def preflight(self) -> RunConfig:
+        """Check the files the run will read (its task's groups), once, before it is claimed.
+
+        Raises
+        ------
+        OptionError
+            Naming the flag and the file at fault (a truncated IDX file, a hostile pickle).
+        """
+        for kind in task_registry.GROUPS[self.task]:
+            self.get(kind).preflight(self)
+        return self
+
     def to_run_config(self) -> dict[str, Any]:
         """The kebab-case mapping the apps read from ``context.run_config``."""
         return {key: value for _, kind in _GROUPS for key, value in self.get(kind).values().items()}

@@ -2,35 +2,19 @@
 
 from __future__ import annotations
 
-import gzip
 import pickle
-import struct
 
 import numpy as np
 import pytest
 
 from tasks.image import data
 from tasks.image.data import DataError, class_counts, load_images, partition_indices
-
-
-def write_idx(path, array: np.ndarray, gz: bool = False) -> None:
-    header = struct.pack(">HBB", 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
-    raw = header + array.astype(np.uint8).tobytes()
-    if gz:
-        with gzip.open(f"{path}.gz", "wb") as handle:
-            handle.write(raw)
-    else:
-        path.write_bytes(raw)
+from tests import data_files
 
 
 @pytest.fixture
 def idx_dir(tmp_path):
-    rng = np.random.default_rng(0)
-    write_idx(tmp_path / "train-images-idx3-ubyte", rng.integers(0, 256, (30, 28, 28)), gz=True)
-    write_idx(tmp_path / "train-labels-idx1-ubyte", np.arange(30) % 10)
-    write_idx(tmp_path / "t10k-images-idx3-ubyte", np.full((10, 28, 28), 255))
-    write_idx(tmp_path / "t10k-labels-idx1-ubyte", np.arange(10))
-    return tmp_path
+    return data_files.idx_dir(tmp_path)
 
 
 def test_mnist5k_is_real_mnist_scaled_with_a_stratified_held_out_split():
@@ -60,7 +44,7 @@ def test_missing_and_malformed_idx_files_name_the_expected_files(idx_dir, tmp_pa
         (idx_dir / "t10k-labels-idx1-ubyte").unlink()
         data.check_source("mnist", str(idx_dir))
     (idx_dir / "t10k-labels-idx1-ubyte").write_bytes(b"garbage!")
-    with pytest.raises(DataError, match="malformed IDX"):
+    with pytest.raises(DataError, match="wrong magic number"):
         load_images("mnist", str(idx_dir), 28, 1)
     with pytest.raises(DataError, match="--data-dir"):
         data.check_source("mnist", "")

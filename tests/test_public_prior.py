@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import pickle
 
 import numpy as np
 import pytest
@@ -19,8 +18,8 @@ from tasks.dcgan.models import build_pair
 from tasks.dcgan.options import resolve_prior
 from tasks.dcgan.task import DCGANTask
 from tasks.dcgan.weights import split_state
-from tasks.image.data import CIFAR_FILES
 from tests.conftest import run_cli
+from tests.data_files import cifar_dir
 
 
 def make_task(tmp_path=None, resuming=False, **overrides) -> DCGANTask:
@@ -46,18 +45,6 @@ def quick(monkeypatch):
 ])
 def test_auto_gives_the_digits_prior_to_the_mnist_data_sets_only(prior, dataset, expected):
     assert resolve_prior(prior, dataset) == expected
-
-
-def cifar_dir(root):
-    """Tiny CIFAR-10 python batches: colour data the grey prior must refuse."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name in CIFAR_FILES:
-        entry = {b"data": rng.integers(0, 256, (4, 3072), dtype=np.uint8),
-                 b"labels": [0, 1, 2, 9]}
-        (folder / name).write_bytes(pickle.dumps(entry))
-    return root
 
 
 @pytest.mark.parametrize(("overrides", "words"), [

@@ -13,7 +13,6 @@ the seed alone: the server can write the class counts without asking the clients
 from __future__ import annotations
 
 import gzip
-import pickle
 import struct
 from dataclasses import dataclass
 from functools import lru_cache
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fl_core.safe_load import DamagedFile, load_restricted_pickle
 from tasks.image.options import DATASETS, PARTITIONS
 
 NEEDS_DATA_DIR = ("mnist", "fashion-mnist", "cifar10", "folder")
@@ -131,10 +131,14 @@ def load_images(dataset: str, data_dir: str, image_size: int, seed: int) -> Imag
         parts = _held_out(bunch.images.reshape(-1, 1, 8, 8) / 16.0, bunch.target, seed)
     elif dataset in ("mnist", "fashion-mnist"):
         root = Path(data_dir)
-        arrays = {key: _read_idx(_idx_path(root, name)) for key, name in IDX_FILES.items()}
+        paths = {key: _idx_path(root, name) for key, name in IDX_FILES.items()}
+        arrays = {key: _read_idx(path, 3 if key.endswith("_x") else 1)
+                  for key, path in paths.items()}
         for split in ("train", "test"):
-            if len(arrays[f"{split}_x"]) != len(arrays[f"{split}_y"]):
-                raise DataError(f"{root}: {split} images and labels differ in count")
+            images, labels = arrays[f"{split}_x"], arrays[f"{split}_y"]
+            if len(images) != len(labels):
+                raise DataError(f"{paths[f'{split}_x']} holds {len(images)} images but "
+                                f"{paths[f'{split}_y'].name} holds {len(labels)} labels")
         parts = (arrays["train_x"][:, None] / 255.0, arrays["train_y"],
                  arrays["test_x"][:, None] / 255.0, arrays["test_y"])
     elif dataset == "cifar10":
@@ -183,20 +187,42 @@ def _idx_path(root: Path, name: str) -> Path:
     raise DataError(f"{root}: missing {name}[.gz] (expected {_expected('mnist')})")
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    """Read one IDX file (the MNIST / Fashion-MNIST format), gzipped or not."""
-    opener = gzip.open if path.suffix == ".gz" else open
+def _read_idx(path: Path, dims: int) -> np.ndarray:
+    """Read one unsigned-byte IDX file (MNIST / Fashion-MNIST), gzipped or not, checked.
+
+    ``dims`` is 3 for images, 1 for labels: the magic number says which a file is.
+
+    Raises
+    ------
+    DataError
+        Naming the file and the defect: not gzip, a wrong magic number, a truncated body.
+    """
     try:
-        with opener(path, "rb") as handle:
-            raw = handle.read()
-        zero, kind, dims = struct.unpack(">HBB", raw[:4])
-        if zero != 0 or kind != 0x08:
-            raise ValueError("not an unsigned-byte IDX file")
-        shape = struct.unpack(f">{dims}I", raw[4 : 4 + 4 * dims])
-        data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims)
-        return data.reshape(shape).astype(np.int64 if dims == 1 else np.float32)
-    except (OSError, ValueError, struct.error) as error:
-        raise DataError(f"{path}: malformed IDX file ({error})") from None
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as handle:
+                raw = handle.read()
+        else:
+            raw = path.read_bytes()
+    except gzip.BadGzipFile:
+        raise DataError(f"{path}: not a gzip file (it ends in .gz)") from None
+    except EOFError:
+        raise DataError(f"{path}: truncated gzip stream") from None
+    except OSError as error:
+        raise DataError(f"{path}: unreadable ({error.strerror or error})") from None
+    expected = 0x0800 | dims
+    if len(raw) < 4 + 4 * dims:
+        raise DataError(f"{path}: {len(raw)} bytes, too short for an IDX header")
+    magic = int.from_bytes(raw[:4], "big")
+    if magic != expected:
+        raise DataError(f"{path}: wrong magic number 0x{magic:08x}; expected "
+                        f"0x{expected:08x} (unsigned-byte IDX with {dims} dimension(s))")
+    shape = struct.unpack(f">{dims}I", raw[4 : 4 + 4 * dims])
+    body = len(raw) - 4 - 4 * dims
+    if body != int(np.prod(shape)):
+        raise DataError(f"{path}: truncated or padded: the header promises shape "
+                        f"{tuple(shape)} ({int(np.prod(shape))} bytes), the file holds {body}")
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * dims)
+    return data.reshape(shape).astype(np.int64 if dims == 1 else np.float32)
 
 
 def _cifar_root(root: Path) -> Path:
@@ -211,13 +237,24 @@ def _read_cifar(root: Path) -> tuple[np.ndarray, ...]:
     """Read the CIFAR-10 python pickles: five training batches and the test batch."""
 
     def batch(name: str) -> tuple[np.ndarray, np.ndarray]:
+        path = root / name
         try:
-            with (root / name).open("rb") as handle:
-                entry = pickle.load(handle, encoding="bytes")
-            x = np.asarray(entry[b"data"], dtype=np.float32).reshape(-1, 3, 32, 32) / 255.0
-            return x, np.asarray(entry[b"labels"], dtype=np.int64)
-        except (OSError, KeyError, ValueError, pickle.UnpicklingError, EOFError) as error:
-            raise DataError(f"{root / name}: malformed CIFAR-10 batch ({error})") from None
+            with path.open("rb") as handle:
+                entry = load_restricted_pickle(handle, path, "a CIFAR-10 batch")
+        except DamagedFile as error:
+            raise DataError(error.message) from None
+        except OSError as error:
+            raise DataError(f"{path}: unreadable ({error.strerror})") from None
+        try:
+            x = np.asarray(entry[b"data"], dtype=np.uint8)
+            labels = np.asarray(entry[b"labels"], dtype=np.int64)
+        except (KeyError, TypeError, ValueError) as error:
+            raise DataError(f"{path}: not a CIFAR-10 batch (expected a dict with b'data' and "
+                            f"b'labels'; {type(error).__name__}: {error})") from None
+        if x.ndim != 2 or x.shape[1] != 3072 or len(x) != len(labels):
+            raise DataError(f"{path}: not a CIFAR-10 batch (data of shape {x.shape}, "
+                            f"{len(labels)} labels; expected N x 3072 and N labels)")
+        return x.astype(np.float32).reshape(-1, 3, 32, 32) / 255.0, labels
 
     train = [batch(name) for name in CIFAR_FILES[:-1]]
     test_x, test_y = batch("test_batch")

@@ -33,11 +33,30 @@ class ImageDataOptions(Options):
                                     "(small = skewed)", check=positive)
 
     def validate(self, settings: Settings) -> None:
-        """File-based data sets must be readable before Ray starts (names the files)."""
+        """File-based data sets must exist before Ray starts (names the files)."""
         from tasks.image.data import DataError, check_source
 
         try:
             check_source(self.dataset, self.data_dir)
+        except DataError as error:
+            raise OptionError("data-dir", str(error)) from None
+
+    def preflight(self, settings: Settings) -> None:
+        """Read a file-based data set whole: any defect is refused before the run starts.
+
+        The loader is the validator (magic numbers, counts, truncation, gzip, CIFAR-10's
+        restricted unpickling, unreadable images), so nothing it would reject in a client
+        can pass here. Loads are cached per process, so the in-process server of a
+        simulation reuses this one.
+        """
+        from fl_core.federation import FederationOptions
+        from tasks.image.data import NEEDS_DATA_DIR, DataError, load_images
+
+        if self.dataset not in NEEDS_DATA_DIR:
+            return
+        try:
+            load_images(self.dataset, self.data_dir, self.image_size,
+                        settings.get(FederationOptions).seed)
         except DataError as error:
             raise OptionError("data-dir", str(error)) from None
 
