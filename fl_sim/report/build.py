@@ -17,6 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from fl_core.atomic import write_text  # noqa: E402
+from fl_core.options import UsageError  # noqa: E402
 from fl_sim.release import audit_report  # noqa: E402
 from fl_sim.report import html as report_html  # noqa: E402
 from fl_sim.report.data import RunData, load_run  # noqa: E402
@@ -109,8 +110,7 @@ def make_report(run_dir: Path | str, out_dir: Path | str | None = None) -> Path:
         If ``run_dir`` is missing or not a run folder.
     """
     run = load_run(run_dir)
-    out = Path(out_dir) if out_dir else run.path / REPORT_DIR
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(Path(out_dir) if out_dir else run.path / REPORT_DIR)
     for stale in out.glob("*.png"):  # a figure the run no longer has data for
         stale.unlink()
     figures = []
@@ -131,6 +131,17 @@ def make_report(run_dir: Path | str, out_dir: Path | str | None = None) -> Path:
         extra_tables=extra, config=run.config,
     )
     return write_text(out / "index.html", page)
+
+
+def output_folder(out: Path) -> Path:
+    """``out``, created if missing; refused with the ``--out`` flag named if it cannot be."""
+    if out.exists() and not out.is_dir():
+        raise UsageError("--out", f"{out} is a file; give a folder for the report")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise UsageError("--out", f"cannot create {out}: {error.strerror}") from None
+    return out
 
 
 def final_models_table(run: RunData) -> str:

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from fl_core.atomic import write_text  # noqa: E402
 from fl_core.options import UsageError  # noqa: E402
 from fl_sim.report import html as report_html  # noqa: E402
+from fl_sim.report.build import output_folder  # noqa: E402
 from fl_sim.report.data import RunData, higher_is_better, load_run  # noqa: E402
 from fl_sim.report.plots import BUDGET, pretty  # noqa: E402
 
@@ -185,8 +186,7 @@ def compare(paths: Sequence[Path | str], out_dir: Path | str | None = None,
     runs = [load_run(p) for p in paths]
     names = labels(runs)
     metric = choose_metric(runs, metric)
-    out = Path(out_dir) if out_dir else default_out([run.path for run in runs])
-    out.mkdir(parents=True, exist_ok=True)
+    out = output_folder(Path(out_dir) if out_dir else default_out([run.path for run in runs]))
     points = final_points(runs, names, metric)
     figures = [
         ("tradeoff", "final utility against final epsilon (one point per run)",

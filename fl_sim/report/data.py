@@ -8,7 +8,6 @@ except that the folder must hold at least one of config.json, rounds.csv, client
 
 from __future__ import annotations
 
-import contextlib
 import math
 import re
 from dataclasses import dataclass, field
@@ -58,10 +57,14 @@ def _read_csv(path: Path) -> pd.DataFrame:
         frame = pd.read_csv(path, on_bad_lines="skip")
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
-    if "round" in frame.columns:
-        frame["round"] = pd.to_numeric(frame["round"], errors="coerce")
-        frame = frame.dropna(subset=["round"])
-        frame["round"] = frame["round"].astype(int)
+    except (UnicodeDecodeError, pd.errors.ParserError, ValueError) as error:
+        raise RunFolderError(f"{path} is not a CSV file fl-sim wrote "
+                             f"({type(error).__name__})") from None
+    if "round" not in frame.columns:
+        raise RunFolderError(f"{path} has no 'round' column: not a CSV file fl-sim wrote")
+    frame["round"] = pd.to_numeric(frame["round"], errors="coerce")
+    frame = frame.dropna(subset=["round"])
+    frame["round"] = frame["round"].astype(int)
     return frame
 
 
@@ -240,14 +243,14 @@ def load_run(path: Path | str) -> RunData:
     Raises
     ------
     RunFolderError
-        If ``path`` is not a folder or holds none of config.json, rounds.csv, clients.csv.
+        If ``path`` is not a folder, holds none of config.json, rounds.csv, clients.csv,
+        or one of its files is damaged (named in the message).
     """
     folder = RunFolder(path).require()
     path = folder.path
     run = RunData(path=path)
-    for name, attr in (("config.json", "config"), ("summary.json", "summary")):
-        with contextlib.suppress(RunFolderError):  # a damaged file: the CSVs still report
-            setattr(run, attr, folder.json(name) or {})
+    run.config = folder.json("config.json") or {}
+    run.summary = folder.json("summary.json") or {}
     run.rounds = _read_csv(path / "rounds.csv")
     run.clients = _read_csv(path / "clients.csv")
     run.privacy = _read_csv(path / "privacy.csv")
