@@ -15,6 +15,7 @@ as pfl-research's option dataclasses do in ``__post_init__``.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -198,6 +199,14 @@ class Options:
     def validate(self, settings: Settings) -> None:
         """Check what involves other settings; raise :class:`OptionError`. Default: nothing."""
 
+    def preflight(self, settings: Settings) -> None:
+        """Check the files a run will read, once, before its folder is claimed.
+
+        Unlike :meth:`validate` (run wherever settings are built, in every process), this
+        may read whole data sets; the CLI calls it for the groups the selected task
+        reads. Raise :class:`OptionError`. Default: nothing.
+        """
+
 
 def spec_of(key: str) -> Spec | None:
     """The declaration of ``key``, if any group declares it."""
@@ -219,7 +228,7 @@ def coerce(key: str, value: Any, kind: type) -> Any:
         If the value cannot be read as ``kind``.
     """
     if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
-        return value
+        return _finite(key, value)
     try:
         if kind is bool:
             if isinstance(value, str) and value.lower() in ("true", "false", "1", "0"):
@@ -227,9 +236,17 @@ def coerce(key: str, value: Any, kind: type) -> Any:
             raise ValueError
         if kind is int and isinstance(value, float) and value.is_integer():
             return int(value)
-        return kind(value)
+        converted = kind(value)
     except (TypeError, ValueError, OverflowError):
         raise OptionError(key, f"expected {kind.__name__}, got {value!r}") from None
+    return _finite(key, converted)
+
+
+def _finite(key: str, value: Any) -> Any:
+    """Refuse inf and nan: every numeric option means a finite quantity."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise OptionError(key, f"must be a finite number, got {value!r}")
+    return value
 
 
 # --- checks ---------------------------------------------------------------------------

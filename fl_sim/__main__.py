@@ -1,5 +1,5 @@
 """``python -m fl_sim``."""
 
-from fl_sim.cli import main
+from fl_sim.cli import entry
 
-raise SystemExit(main())
+entry()

@@ -10,6 +10,7 @@ each command imports what it needs when it runs.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +22,26 @@ from fl_sim.options import RunConfig, option_groups
 from tasks import registry as task_registry
 
 EXIT_BAD_INPUT = 2
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse without abbreviations, answering a mistake with one line.
+
+    An abbreviated flag would let ``--he`` mean ``--help`` and a flag added later
+    silently change what an old command line means, so none is accepted. argparse's own
+    errors (a non-numeric ``--clients``, an unknown flag) print one line and a pointer to
+    ``--help`` instead of the whole usage.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        self.help_hint = f"{self.prog} --help"
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        """Print ``fl_sim: error: <message> (see <prog> --help)`` and exit 2."""
+        print(f"fl_sim: error: {message} (see {self.help_hint})", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_INPUT)
 
 
 def _help_for(spec: Spec) -> str:
@@ -61,10 +82,11 @@ def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     """The top-level parser with one sub-command per job."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="fl_sim", description="Federated simulation harness (Flower + Ray + Opacus)."
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    parser.commands = commands.choices
     run = commands.add_parser(
         "run", help="run one federated simulation",
         description="Run one federated simulation; writes results/<run-id>/.",
@@ -197,15 +219,17 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     cfg = lifecycle.claim_run_dir(RunConfig.from_mapping(overrides))
     from fl_sim.record.summary import print_summary
     from fl_sim.run import deploy
+    from fl_sim.run.interrupts import terminate_as_interrupt
 
     run_dir = Path(cfg.run.run_dir)
     try:
-        status = deploy.run(cfg, timeout=args.deploy_timeout)
+        with terminate_as_interrupt() as codes:
+            status = deploy.run(cfg, timeout=args.deploy_timeout)
     except KeyboardInterrupt:
         lifecycle.mark(run_dir, "interrupted")
         print(f"interrupted; every process stopped; finished rounds are in {run_dir}",
               file=sys.stderr)
-        return 130
+        return codes["exit"]
     except deploy.DeployError as error:
         lifecycle.mark(run_dir, "failed")
         print(f"fl_sim: deployment failed: {error}", file=sys.stderr)
@@ -246,8 +270,28 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m fl_sim`` and of the ``fl-sim`` console script."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in parser.commands:  # argparse reports a command's strays at the top
+        parser.help_hint = f"fl_sim {argv[0]} --help"
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
     except UsageError as error:
         return fail(str(error))
+
+
+def entry() -> None:
+    """``python -m fl_sim`` and the ``fl-sim`` script: :func:`main`, then end the process.
+
+    Flower's simulation leaves its ServerApp thread (not a daemon) waiting for replies when
+    the simulation engine stops early (Ray failed to start, a crash): a normal interpreter
+    exit would wait for it for ever. Every result is already written and fsynced when
+    :func:`main` returns, so the process ends without joining leftover threads.
+    """
+    import logging
+
+    code = main()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -169,8 +169,11 @@ class QuorumOptions(Options):
                               "round skipped", check=at_least(1))
 
     def validate(self, settings: Settings) -> None:
-        """A quorum larger than the sampled clients could never be met."""
-        per_round = settings.get(SamplingOptions).clients_per_round
-        if per_round and self.min_replies > per_round:
-            raise OptionError("min-replies", f"must be <= --clients-per-round ({per_round}), "
-                              f"got {self.min_replies}")
+        """A quorum larger than the clients sampled per round could never be met."""
+        from strategies.sampling import train_sample_size
+
+        sampled = train_sample_size(settings)
+        if self.min_replies > sampled:
+            raise OptionError(
+                "min-replies", f"must be <= the {sampled} clients sampled per round "
+                f"(--clients-per-round, or --clients x --fraction-train), got {self.min_replies}")

@@ -8,8 +8,10 @@ whichever process noticed. They share the rules here.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import socket
 from dataclasses import replace
 from datetime import UTC, datetime
 from importlib import metadata
@@ -50,26 +52,35 @@ def default_run_id(cfg: RunConfig) -> str:
 def resolve_run_dir(cfg: RunConfig) -> Path:
     """Return the run folder: ``run-dir`` if set, else a new folder under ``out-dir``.
 
-    Never reuses an existing folder: a clash gets a numeric suffix.
+    Never reuses an existing folder: a clash gets a numeric suffix. The folder is
+    created here (atomically), so two processes can never both take one name.
     """
     if cfg.run.run_dir:
         return Path(cfg.run.run_dir)
     base = Path(cfg.run.out_dir) / (cfg.run.run_name or default_run_id(cfg))
     candidate, n = base, 1
-    while candidate.exists():
-        n += 1
-        candidate = base.with_name(f"{base.name}-{n}")
-    return candidate
+    while True:
+        try:
+            candidate.mkdir(parents=True)
+            return candidate
+        except FileExistsError:
+            n += 1
+            candidate = base.with_name(f"{base.name}-{n}")
 
 
 def claim_run_dir(cfg: RunConfig) -> RunConfig:
     """Create the run folder now, so clashes and unwritable paths fail before Ray starts.
 
+    The data the run will read are checked first (:meth:`RunConfig.preflight`), so a
+    defective data set leaves no run folder behind.
+
     Raises
     ------
     OptionError
-        If ``--out`` cannot be written or ``--run-name`` already exists there.
+        If a data file is defective, ``--out`` cannot be written or ``--run-name``
+        already exists there.
     """
+    cfg.preflight()
     out = Path(cfg.run.out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -77,15 +88,21 @@ def claim_run_dir(cfg: RunConfig) -> RunConfig:
         raise OptionError("out-dir", f"cannot create {out}: {error.strerror}") from None
     if not os.access(out, os.W_OK):
         raise OptionError("out-dir", f"{out} is not writable")
-    if cfg.run.run_name and (out / cfg.run.run_name).exists():
-        raise OptionError(
-            "run-name", f"{out / cfg.run.run_name} already exists; choose another name or omit it"
-        )
-    run_dir = resolve_run_dir(cfg)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=False)
-    except OSError as error:
-        raise OptionError("out-dir", f"cannot create {run_dir}: {error.strerror}") from None
+    if cfg.run.run_name:
+        run_dir = out / cfg.run.run_name
+        try:
+            run_dir.mkdir()  # atomic: of two simultaneous starts, one gets the name
+        except FileExistsError:
+            raise OptionError("run-name", f"{run_dir} already exists; choose another name "
+                                          "or omit it") from None
+        except OSError as error:
+            raise OptionError("out-dir", f"cannot create {run_dir}: {error.strerror}") from None
+    else:
+        try:
+            run_dir = resolve_run_dir(cfg)
+        except OSError as error:
+            raise OptionError("out-dir", f"cannot create a run folder in {out}: "
+                                         f"{error.strerror}") from None
     return replace(cfg, run=replace(cfg.run, run_dir=str(run_dir)))
 
 
@@ -103,6 +120,8 @@ def resume_config(overrides: dict[str, Any]) -> RunConfig:
     run_dir = Path(overrides["resume"])
     if not (run_dir / "config.json").exists():
         raise OptionError("resume", f"{run_dir} is not a run folder (no config.json)")
+    stored = RunFolder(run_dir).settings()  # a damaged config.json fails here, named
+    RunLock(run_dir).acquire().release()  # a run still running is refused here
     if not (run_dir / CHECKPOINT).exists():
         raise OptionError(
             "resume", f"{run_dir} has no {CHECKPOINT}; only runs with --checkpoint-every resume"
@@ -113,15 +132,78 @@ def resume_config(overrides: dict[str, Any]) -> RunConfig:
             "resume", f"cannot change {', '.join(map(flag_of, changed))} of a resumed run; "
             f"allowed: {', '.join(flag_of(k) for k in RESUME_MAY_CHANGE if k != 'resume')}"
         )
-    settings = {k: v for k, v in RunFolder(run_dir).settings().items() if k in defaults()}
+    settings = {k: v for k, v in stored.items() if k in defaults()}
     settings.update(overrides, **{"resume": str(run_dir), "run-dir": str(run_dir)})
-    cfg = RunConfig.from_mapping(settings)
+    cfg = RunConfig.from_mapping(settings).preflight()
     done = load(run_dir).server_round
     if done >= cfg.federation.num_server_rounds:
         raise OptionError(
             "resume", f"{run_dir} already finished its {cfg.federation.num_server_rounds} rounds"
         )
     return cfg
+
+
+class RunLock:
+    """One process at a time writes a run folder: ``.fl-sim.lock`` holds its pid and host.
+
+    Taken when a run starts or resumes and released when it ends; a lock whose process
+    is gone (killed, crashed, the machine rebooted) is stale and is taken over, so a
+    crash never leaves a run that cannot be resumed.
+
+    Parameters
+    ----------
+    run_dir : Path
+        The run folder.
+    """
+
+    NAME = ".fl-sim.lock"
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / self.NAME
+        self.held = False
+
+    def holder(self) -> dict[str, Any] | None:
+        """The live process holding the lock, or None (free or stale)."""
+        try:
+            owner = json.loads(self.path.read_text())
+            pid, host = int(owner["pid"]), str(owner["host"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # missing, torn or foreign: nobody holds it
+        if host != socket.gethostname():
+            return owner  # another machine's process: cannot tell, so respect it
+        if pid == os.getpid():
+            return None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass  # alive, another user's
+        return owner
+
+    def acquire(self) -> RunLock:
+        """Take the lock.
+
+        Raises
+        ------
+        OptionError
+            Naming ``--resume`` and the process that holds it, if the run is running.
+        """
+        owner = self.holder()
+        if owner is not None:
+            raise OptionError("resume", f"{self.path.parent} is running (process "
+                                        f"{owner['pid']} on {owner['host']}); wait for it to "
+                                        "end or stop it first")
+        write_json(self.path, {"pid": os.getpid(), "host": socket.gethostname(),
+                               "since": now()})
+        self.held = True
+        return self
+
+    def release(self) -> None:
+        """Remove the lock if this process holds it."""
+        if self.held:
+            self.path.unlink(missing_ok=True)
+            self.held = False
 
 
 def mark(run_dir: Path, status: str) -> None:
