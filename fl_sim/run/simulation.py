@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from typing import Any
 
 from flwr.app import Context, RecordDict
@@ -36,14 +37,46 @@ def backend_config(cfg: RunConfig) -> dict[str, Any]:
     }
 
 
-def run(cfg: RunConfig, verbose: bool = False) -> None:
-    """Run the configured simulation to the end, in this process."""
-    # Keep today's behaviour of Ray (and silence its warning about changing it).
+def start_ray(cfg: RunConfig) -> None:
+    """Start (or join) Ray in this process, as Flower's Ray backend would.
+
+    Flower starts Ray only if it is not running yet; starting it here first lets the run
+    take SIGTERM back after ``ray.init`` installs its own handler (which would end the
+    driver with ``sys.exit`` inside Flower's threads). The arguments are Flower's: the
+    backend's ``init_args`` and this process's ``sys.path`` for the actors.
+    """
+    import sys
+
+    import ray
+
+    if ray.is_initialized():
+        return
+    pythonpath = os.pathsep.join(sys.path)
+    if os.environ.get("PYTHONPATH"):
+        pythonpath = f"{pythonpath}{os.pathsep}{os.environ['PYTHONPATH']}"
+    os.environ["PYTHONPATH"] = pythonpath
+    ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
+             **backend_config(cfg)["init_args"])
+
+
+def run(cfg: RunConfig, verbose: bool = False,
+        after_ray_start: Callable[[], None] | None = None) -> None:
+    """Run the configured simulation to the end, in this process.
+
+    ``after_ray_start`` runs once Ray is up (the run's signal handlers go back in there).
+    """
+    # Keep Ray's behaviour on zero GPUs (and silence its warning about changing it).
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    # Ray's crash-report handler would take SIGTERM from the driver and abort it (exit
+    # -6) instead of letting the run record its end (fl_sim.run.interrupts).
+    os.environ.setdefault("RAY_DISABLE_FAILURE_SIGNAL_HANDLER", "1")
     from fl_core import flower
     from fl_sim.app.client_app import app as client_app
     from fl_sim.app.server_app import app as server_app
 
+    start_ray(cfg)
+    if after_ray_start is not None:
+        after_ray_start()
     overrides = cfg.to_run_config()
     run_record = flower.new_run(overrides)
     flower.run_simulation(
@@ -75,34 +108,56 @@ def quiet_libraries(verbose: bool) -> None:
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
 
 
-def simulate(cfg: RunConfig, verbose: bool = False) -> int:
+def simulate(cfg: RunConfig, verbose: bool = False,
+             also_on_interrupt: Any = None) -> int:
     """Run a validated config whose folder is claimed; report even an interrupted run.
 
-    Returns the exit code: 0, 1 (the run failed) or 130 (interrupted).
+    The run folder is locked while the run is on (:class:`~fl_sim.run.lifecycle.RunLock`).
+    Ctrl-C or SIGTERM marks it ``interrupted``, writes the report, runs
+    ``also_on_interrupt`` (a sweep compares its runs so far) and ends the process with 130
+    or 143 (:mod:`fl_sim.run.interrupts`); ``--resume`` then continues from the last
+    checkpoint.
+
+    Returns
+    -------
+    int
+        0, or 1 if the run failed.
     """
     import sys
     from pathlib import Path
 
     from fl_sim.record.summary import print_summary
-    from fl_sim.run.lifecycle import mark
+    from fl_sim.run.interrupts import ending_on_signal
+    from fl_sim.run.lifecycle import RunLock, mark
 
     run_dir = Path(cfg.run.run_dir)
-    try:
-        run(cfg, verbose=verbose)
-    except KeyboardInterrupt:
+    lock = RunLock(run_dir).acquire()
+
+    def interrupted(code: int) -> None:
+        name = "SIGTERM" if code == 143 else "Ctrl-C"
+        print(f"\n{name}: stopping; finished rounds are in {run_dir}", file=sys.stderr,
+              flush=True)
         mark(run_dir, "interrupted")
-        print(f"interrupted; finished rounds are in {run_dir}", file=sys.stderr)
         report_quietly(run_dir)
-        return 130
-    except Exception as error:  # the ServerApp has recorded what it could
-        mark(run_dir, "failed")
-        print(f"fl_sim: run failed: {error}", file=sys.stderr)
+        if also_on_interrupt is not None:
+            also_on_interrupt()
+        lock.release()
+
+    try:
+        with ending_on_signal(interrupted) as guard:
+            try:
+                run(cfg, verbose=verbose, after_ray_start=guard.install)
+            except Exception as error:  # the ServerApp has recorded what it could
+                mark(run_dir, "failed")
+                print(f"fl_sim: run failed: {error}", file=sys.stderr)
+                report_quietly(run_dir)
+                return 1
+        if not cfg.run.quiet:
+            print_summary(run_dir)
         report_quietly(run_dir)
-        return 1
-    if not cfg.run.quiet:
-        print_summary(run_dir)
-    report_quietly(run_dir)
-    return 0
+        return 0
+    finally:
+        lock.release()
 
 
 def report_quietly(run_dir: Any) -> Any:

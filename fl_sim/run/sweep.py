@@ -128,22 +128,25 @@ def run_sweep(specs: list[str], overrides: dict[str, Any], verbose: bool = False
     from fl_sim.run.simulation import quiet_libraries, simulate
 
     sweep_dir, configs = plan(specs, overrides)
+    for cfg in configs:  # every point's data are checked before the first run
+        cfg.preflight()
     quiet_libraries(verbose)
-    done, code = [], 0
+    done: list[Path] = []
+
+    def compare_done() -> int:
+        try:
+            index = compare(done, sweep_dir / "compare")
+        except Exception as error:  # noqa: BLE001 - the runs are safe; say why
+            print(f"fl_sim: compare failed ({error}); retry with: python -m fl_sim compare "
+                  f"{' '.join(map(str, done))}", file=sys.stderr)
+            return 1
+        print(f"comparison: {index}", flush=True)
+        return 0
+
+    code = 0
     for i, cfg in enumerate(configs, 1):
         cfg = claim_run_dir(cfg)
         print(f"sweep {i}/{len(configs)}: {cfg.run.run_name} -> {cfg.run.run_dir}", flush=True)
-        result = simulate(cfg, verbose)
         done.append(Path(cfg.run.run_dir))
-        code = max(code, result)
-        if result == 130:
-            print("sweep interrupted; comparing the runs so far", file=sys.stderr)
-            break
-    try:
-        index = compare(done, sweep_dir / "compare")
-    except Exception as error:  # noqa: BLE001 - the runs are safe; say why
-        print(f"fl_sim: compare failed ({error}); retry with: python -m fl_sim compare "
-              f"{' '.join(map(str, done))}", file=sys.stderr)
-        return code or 1
-    print(f"comparison: {index}", flush=True)
-    return code
+        code = max(code, simulate(cfg, verbose, also_on_interrupt=compare_done))
+    return max(code, compare_done())
