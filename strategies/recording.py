@@ -23,6 +23,9 @@ class RoundObserver(Protocol):
     def on_configure(self, server_round: int, phase: str, node_ids: list[int]) -> None:
         """Called with the nodes sampled for ``phase`` (``"train"`` or ``"evaluate"``)."""
 
+    def accepts(self, server_round: int, phase: str, reply: Message) -> bool:
+        """Whether ``reply`` may be aggregated (False: it came too late, say)."""
+
     def on_replies(
         self,
         server_round: int,
@@ -34,6 +37,9 @@ class RoundObserver(Protocol):
 
 class RecordingStrategy(DelegatingStrategy):
     """Delegate to ``strategy``, reporting sampled nodes and replies to ``observer``.
+
+    Only the replies the observer accepts reach the wrapped strategy; the observer still
+    hears of all of them.
 
     Parameters
     ----------
@@ -60,7 +66,8 @@ class RecordingStrategy(DelegatingStrategy):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Aggregate with the wrapped strategy, then report the replies."""
         replies = list(replies)
-        arrays, metrics = self.strategy.aggregate_train(server_round, replies)
+        kept = [r for r in replies if self.observer.accepts(server_round, "train", r)]
+        arrays, metrics = self.strategy.aggregate_train(server_round, kept)
         # A strategy that exchanges messages itself (SecAgg+) says what it received.
         gathered = getattr(self.strategy, "received_replies", {})
         replies = gathered.pop(server_round, replies) if isinstance(gathered, dict) else replies
@@ -80,7 +87,8 @@ class RecordingStrategy(DelegatingStrategy):
     ) -> MetricRecord | None:
         """Aggregate with the wrapped strategy, then report the replies."""
         replies = list(replies)
-        metrics = self.strategy.aggregate_evaluate(server_round, replies)
+        kept = [r for r in replies if self.observer.accepts(server_round, "evaluate", r)]
+        metrics = self.strategy.aggregate_evaluate(server_round, kept)
         self.observer.on_replies(server_round, "evaluate", replies, metrics)
         return metrics
 

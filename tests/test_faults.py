@@ -59,7 +59,7 @@ def test_mod_raises_exactly_where_the_plan_says():
 
     def call_next(msg, ctx):
         calls.append(1)
-        return msg
+        return _metrics_reply()
 
     for server_round in range(1, 5):
         for partition in range(3):
@@ -75,19 +75,29 @@ def test_mod_raises_exactly_where_the_plan_says():
     assert len(calls) == expected and expected < 24  # seed 3 fails someone
 
 
-def test_mod_delays_stragglers_and_passes_query_messages():
-    ctx = _context(0, **{"straggler-rate": 1.0, "straggler-seconds": 0.3})
-    started = time.perf_counter()
-    fault_mod(_message("train", 1), ctx, lambda m, c: m)
-    assert time.perf_counter() - started >= 0.3
-    started = time.perf_counter()
-    fault_mod(_message("query", 1), _context(0, **{"fail-rate": 1.0}), lambda m, c: m)
-    assert time.perf_counter() - started < 0.3
+def _metrics_reply() -> SimpleNamespace:
+    content = RecordDict({"metrics": MetricRecord({"seconds": 0.1})})
+    return SimpleNamespace(content=content, has_error=lambda: False)
 
 
-def test_faulted_partition_only_reads_injected_faults():
+def test_mod_stamps_stragglers_without_sleeping_and_passes_query_messages():
+    plan = FaultPlan(3, straggler_rate=0.5, straggler_seconds=4.0)
+    for partition in range(3):
+        ctx = _context(partition, **{"straggler-rate": 0.5, "straggler-seconds": 4.0})
+        started = time.perf_counter()
+        reply = fault_mod(_message("train", 1), ctx, lambda m, c: _metrics_reply())
+        assert time.perf_counter() - started < 0.5  # no actor is held up
+        assert reply.content["metrics"]["injected-delay"] == plan.delay(1, partition)
+    assert [plan.delay(1, p) for p in range(3)] == [4.0, 0.0, 4.0]  # seed 3, round 1
+    passed = fault_mod(_message("query", 1), _context(0, **{"fail-rate": 1.0}),
+                       lambda m, c: "untouched")
+    assert passed == "untouched"
+
+
+def test_faulted_partition_reads_injected_faults_and_named_task_errors():
     reason = "ray ... injected failure (fail-rate 0.5) in round 2, partition 17\n"
     assert faulted_partition(reason) == 17
+    assert faulted_partition("ClientAppException: partition 4: ValueError: nan") == 4
     assert faulted_partition("ValueError: partition 3 is outside 0..2") is None
     assert faulted_partition(None) is None
 

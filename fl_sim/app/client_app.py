@@ -73,6 +73,7 @@ def count_round(state: RecordDict) -> int:
 
 def _reply(msg: Message, content: dict, partition: Partition, metrics: dict,
            num_examples: int, started: float) -> Message:
+    """The reply: the task's metrics plus bookkeeping; ``seconds`` is the task's own time."""
     record = MetricRecord(
         {
             **{k: float(v) for k, v in metrics.items()},
@@ -84,11 +85,25 @@ def _reply(msg: Message, content: dict, partition: Partition, metrics: dict,
     return Message(RecordDict({**content, "metrics": record}), reply_to=msg)
 
 
+class ClientFailure(RuntimeError):
+    """A task's error, re-raised with the client's partition, so its failed row names it."""
+
+
+def _named(partition: Partition, error: Exception) -> ClientFailure:
+    return ClientFailure(f"partition {partition.index}: {type(error).__name__}: {error}")
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     """Train the task locally from the received global arrays."""
-    started = time.perf_counter()
     partition = partition_of(context)
+    try:
+        return _train(msg, context, partition)
+    except Exception as error:
+        raise _named(partition, error) from error
+
+
+def _train(msg: Message, context: Context, partition: Partition) -> Message:
     config = msg.content["config"]
     server_round = int(config["server-round"])
     # Only FedProx sends proximal-mu; tasks without the argument run every other strategy.
@@ -96,7 +111,9 @@ def train(msg: Message, context: Context) -> Message:
     resumable = settings_of(context.run_config).run.checkpoint_every > 0
     if resumable:  # state saved before a resume comes back once (fl_sim/client_state.py)
         restore_state(msg.content, context.state)
-    result = task_for(context).train(
+    task = task_for(context)
+    started = time.perf_counter()  # the task's own time: building the task is not counted
+    result = task.train(
         msg.content["arrays"], partition, context.state, server_round, **extra
     )
     content = {"arrays": result.arrays}
@@ -109,10 +126,14 @@ def train(msg: Message, context: Context) -> Message:
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
     """Evaluate the received global arrays on the client's held-out data."""
-    started = time.perf_counter()
     partition = partition_of(context)
     arrays: ArrayRecord = msg.content["arrays"]
-    result = task_for(context).evaluate(arrays, partition)
+    try:
+        task = task_for(context)
+        started = time.perf_counter()
+        result = task.evaluate(arrays, partition)
+    except Exception as error:
+        raise _named(partition, error) from error
     return _reply(msg, {}, partition, result.metrics, result.num_examples, started)
 
 

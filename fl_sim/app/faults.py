@@ -8,14 +8,19 @@ missing, as a site outage would.
 
 ``--fail-rate p`` makes the client raise :class:`InjectedFault`; Flower turns that into an
 error reply, which the strategy drops and the recorder writes as ``status=failed``.
-``--straggler-rate q --straggler-seconds s`` delays the reply by ``s`` seconds; with
-``--round-timeout`` shorter than ``s`` the server stops waiting and the late client is
-recorded as failed ("no reply").
+
+``--straggler-rate q --straggler-seconds s`` makes a straggler's reply ``s`` seconds late
+on the client's own clock: the reply carries ``injected-delay`` = s, and the server
+(:meth:`fl_sim.record.recorder.RunRecorder.accepts`) treats a reply whose measured time
+plus its delay exceeds ``--round-timeout`` as one that came too late: recorded as
+failed, never aggregated. Why not sleep: in a simulation, clients share a few Ray
+actors, so a sleeping straggler would hold up the clients queued behind it, and actor
+start-up would count against the first round; on the client's clock only what a client
+of its own would take is measured.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +29,7 @@ from flwr.clientapp.typing import ClientAppCallable
 
 from fl_sim.app.settings import settings_of
 from fl_sim.options import RunConfig
-from fl_sim.record.recorder import injected_failure
+from fl_sim.record.recorder import INJECTED_DELAY, injected_failure
 
 # Separate streams for the two draws, so turning stragglers on never changes who fails.
 _FAIL_STREAM, _STRAGGLER_STREAM = 1, 2
@@ -91,7 +96,8 @@ def fault_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> M
     if plan.fails(server_round, partition):
         raise InjectedFault(injected_failure(plan.fail_rate, server_round, partition))
     reply = call_next(msg, context)
-    delay = plan.delay(server_round, partition)
-    if delay:
-        time.sleep(delay)
+    if not reply.has_error() and "metrics" in reply.content.metric_records:
+        # Every reply carries the stamp (0 when on time): strategies average metric keys
+        # that every reply has.
+        reply.content["metrics"][INJECTED_DELAY] = plan.delay(server_round, partition)
     return reply

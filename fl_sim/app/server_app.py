@@ -16,6 +16,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.exception import PrivacyBudgetExhausted
 from flwr.serverapp.strategy import Strategy
 
+from fl_core.flower import InMemoryGrid
 from fl_sim.app.client_state import ClientStates
 from fl_sim.options import RunConfig
 from fl_sim.record.privacy import PrivacyLog
@@ -32,6 +33,18 @@ from tasks.base import Workspace
 LOG = logging.getLogger("fl_sim")
 
 app = ServerApp()
+
+
+def wall_clock_timeout(grid: Grid, round_timeout: float) -> float | None:
+    """How long the server waits, by the wall clock, for a phase's replies.
+
+    On the Deployment Engine every client runs on its own node, so a reply later than
+    ``--round-timeout`` by the wall clock is late. In a simulation, clients queue for a
+    few Ray actors and the first round starts them, so the wall clock says nothing of a
+    client's lateness: the server waits for every reply and judges each by its own time
+    (:meth:`RunRecorder.accepts`), which it does in both engines.
+    """
+    return None if isinstance(grid, InMemoryGrid) else round_timeout
 
 
 def _say(quiet: bool):
@@ -74,7 +87,8 @@ def main(grid: Grid, context: Context) -> None:
     rounds = cfg.federation.num_server_rounds
     progress = RoundProgress(rounds, choose_mode(cfg.run.quiet))
     recorder = RunRecorder(writer, run_id, on_round=progress.on_round,
-                           min_replies=cfg.quorum.min_replies)
+                           min_replies=cfg.quorum.min_replies,
+                           deadline=cfg.run.round_timeout)
     base = strategy_registry.build_for_run(cfg)
     privacy = PrivacyLog.attach(writer, run_id, base)  # None unless client-level DP
     checkpointer = checkpoint.Checkpointer(
@@ -123,7 +137,7 @@ def main(grid: Grid, context: Context) -> None:
             grid=grid,
             initial_arrays=last["arrays"],
             num_rounds=rounds - offset,
-            timeout=cfg.run.round_timeout,
+            timeout=wall_clock_timeout(grid, cfg.run.round_timeout),
             train_config=ConfigRecord(),
             evaluate_config=ConfigRecord(),
             evaluate_fn=evaluate_fn,

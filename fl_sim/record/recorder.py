@@ -19,7 +19,7 @@ from fl_sim.record.results import ResultsWriter
 
 LOG = logging.getLogger(__name__)
 
-_INJECTED = re.compile(r"injected failure .*? partition (\d+)")
+_PARTITION = re.compile(r"injected failure .*? partition (\d+)|\bpartition (\d+): ")
 
 
 def injected_failure(rate: float, server_round: int, partition: int) -> str:
@@ -28,19 +28,23 @@ def injected_failure(rate: float, server_round: int, partition: int) -> str:
 
 
 def faulted_partition(reason: str | None) -> int | None:
-    """The partition named in an injected failure's error reason, if it is one.
+    """The partition named in an error reply's reason, if it names one.
 
-    An error reply carries no content, so this is how clients.csv names the partition of
-    a node that failed before it ever replied successfully.
+    An error reply carries no content; the fault mod's injected failures end in
+    ``partition N`` and the client glue starts every task error with ``partition N:``,
+    so clients.csv names the partition of a node that failed before it ever replied.
     """
-    match = _INJECTED.search(reason or "")
-    return int(match.group(1)) if match else None
+    match = _PARTITION.search(reason or "")
+    return int(match.group(1) or match.group(2)) if match else None
 
 
 # Keys clients add to every MetricRecord besides the task's metrics (see client_app).
 NUM_EXAMPLES = "num-examples"
 PARTITION_ID = "partition-id"
 SECONDS = "seconds"
+INJECTED_DELAY = "injected-delay"
+"""Seconds a simulated straggler's reply is late (``fl_sim.app.faults``)."""
+BOOKKEEPING = (NUM_EXAMPLES, PARTITION_ID, SECONDS, INJECTED_DELAY, "epsilon")
 
 
 class RunRecorder:
@@ -56,6 +60,9 @@ class RunRecorder:
         Called with each finished round row (progress display).
     min_replies : int
         A round with fewer successful training replies is recorded as ``skipped``.
+    deadline : float, optional
+        ``--round-timeout``: a reply whose own time plus its injected delay exceeds it
+        came too late (:meth:`accepts`).
     """
 
     def __init__(
@@ -64,11 +71,14 @@ class RunRecorder:
         run_id: str,
         on_round: Callable[[dict[str, Any]], None] | None = None,
         min_replies: int = 1,
+        deadline: float | None = None,
     ) -> None:
         self.writer = writer
         self.run_id = run_id
         self.on_round = on_round
         self.min_replies = min_replies
+        self.deadline = deadline
+        self._late: set[tuple[int, str, int]] = set()
         self._partition_of: dict[int, int] = {}
         self._round: dict[str, Any] = {}
         self._started = time.perf_counter()
@@ -81,6 +91,24 @@ class RunRecorder:
             self._started = time.perf_counter()
             self._round = {"round": server_round}
         self._round[f"{phase}_sampled"] = list(node_ids)
+
+    def accepts(self, server_round: int, phase: str, reply: Message) -> bool:
+        """Whether a reply came in time: its own seconds plus its injected delay.
+
+        The clock is the client's, not the server's: in a simulation, clients wait for a
+        free Ray actor and the first round starts the actors, and neither is the
+        client's lateness. Error replies are left to the strategy (it drops them).
+        """
+        if self.deadline is None or reply.has_error():
+            return True
+        metrics = reply.content.get("metrics") if "metrics" in reply.content else None
+        if metrics is None:
+            return True
+        taken = float(metrics.get(SECONDS, 0.0)) + float(metrics.get(INJECTED_DELAY, 0.0))
+        if taken <= self.deadline:
+            return True
+        self._late.add((server_round, phase, reply.metadata.src_node_id))
+        return False
 
     def on_replies(
         self,
@@ -103,7 +131,7 @@ class RunRecorder:
         self._round[f"{phase}_replies"] = ok
         self._round[f"{phase}_failures"] = len(rows) - ok
         for key, value in (aggregated or {}).items():
-            if key not in (NUM_EXAMPLES, PARTITION_ID, SECONDS, "epsilon"):
+            if key not in BOOKKEEPING:
                 self._round[f"{phase}_{key.replace('-', '_')}"] = value
 
     # --- server side ---------------------------------------------------------------
@@ -148,6 +176,10 @@ class RunRecorder:
         metrics = dict(reply.content["metrics"])
         partition = int(metrics.pop(PARTITION_ID))
         self._partition_of[node_id] = partition
+        if (server_round, phase, node_id) in self._late:
+            late = float(metrics.get(SECONDS, 0)) + float(metrics.get(INJECTED_DELAY, 0))
+            return self._failed_row(server_round, phase, node_id,
+                                    f"late: {late:.2f} s > --round-timeout {self.deadline:g} s")
         row = {
             "run_id": self.run_id,
             "round": server_round,
