@@ -86,13 +86,8 @@ class ImageClassifierBase(PrivateImageTask):
         """Values derived from the flags: the noise used and each client's planned epsilon."""
         if not self.dp:
             return {"dp": False}
-        settings = self.dp_settings
-        return {
-            "noise-multiplier": settings.noise_multiplier,
-            "planned-epsilon": [dp_sgd.epsilon_of([(settings.noise_multiplier, q, s)],
-                                                  settings.delta, settings.accountant)
-                                for q, s in self._plans()],
-        }
+        return {"noise-multiplier": self.dp_settings.noise_multiplier,
+                "planned-epsilon": self.planned_epsilons()}
 
     # --- model ------------------------------------------------------------------------
     def make_model(self) -> cnn.SmallCNN:

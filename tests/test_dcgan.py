@@ -142,3 +142,15 @@ def test_fedprox_pull_holds_both_networks_at_the_global_weights():
         gaps = [float((p - q).abs().max()) for net, ref in ((g, start_g), (d, start_d))
                 for p, q in zip(net.parameters(), ref.parameters(), strict=True)]
         assert (max(gaps) > 1e-4) is should_move, max(gaps)
+
+
+def test_planned_privacy_costs_one_accountant_call_per_distinct_client_size(monkeypatch):
+    """A large population of equal clients plans its epsilon in a few calls, not one each."""
+    t = task(clients=64, **{"target-epsilon": 5.0})
+    calls = []
+    real = dp_sgd.epsilon_of
+    monkeypatch.setattr(dp_sgd, "epsilon_of", lambda *a, **k: calls.append(a) or real(*a, **k))
+    resolved = t.resolved
+    assert len(resolved["planned-epsilon"]) == 64
+    assert len(calls) == len(set(t.plans)) < 64
+    assert max(resolved["planned-epsilon"]) <= 5.0 + 1e-6

@@ -113,16 +113,11 @@ class DCGANTask(GeneratorRelease, PrivateImageTask):
         """Values derived from the flags, for config.json (the noise a target implies)."""
         if not self.dp:
             return {"dp": False}
-        settings = self.dp_settings
-        sigma = settings.noise_multiplier
-        planned = [dp_sgd.epsilon_of([(sigma, rate, steps)], settings.delta,
-                                     settings.accountant)
-                   for rate, steps in self._plans()]
         return {
-            "noise-multiplier": sigma,
-            "sample-rates": [rate for rate, _ in self._plans()],
-            "planned-steps": [steps for _, steps in self._plans()],
-            "planned-epsilon": planned,
+            "noise-multiplier": self.dp_settings.noise_multiplier,
+            "sample-rates": [rate for rate, _ in self.plans],
+            "planned-steps": [steps for _, steps in self.plans],
+            "planned-epsilon": self.planned_epsilons(),
         }
 
     # --- models ----------------------------------------------------------------------

@@ -57,6 +57,23 @@ class PrivateImageTask:
         raise NotImplementedError
 
     @cached_property
+    def plans(self) -> list[tuple[float, int]]:
+        """:meth:`_plans`, computed once."""
+        return self._plans()
+
+    def planned_epsilons(self) -> list[float]:
+        """Each client's planned epsilon for the whole run, at ``--delta``.
+
+        Computed once per distinct plan: clients of equal size share one, so a population
+        of 100,000 costs what its few distinct sizes cost, not 100,000 accountant calls.
+        """
+        settings = self.dp_settings
+        by_plan = {plan: dp_sgd.epsilon_of([(settings.noise_multiplier, *plan)],
+                                           settings.delta, settings.accountant)
+                   for plan in set(self.plans)}
+        return [by_plan[plan] for plan in self.plans]
+
+    @cached_property
     def noise_multiplier(self) -> float:
         """``--noise-multiplier``, or the one ``--target-epsilon`` implies for the run.
 
@@ -68,7 +85,7 @@ class PrivateImageTask:
             return self.private.noise_multiplier
         return max(dp_sgd.noise_for_target(self.target_epsilon, self.delta, rate, steps,
                                            self.private.accountant)
-                   for rate, steps in set(self._plans()))
+                   for rate, steps in set(self.plans))
 
     @property
     def dp_settings(self) -> dp_sgd.DPSettings | None:
