@@ -10,7 +10,12 @@ child process and reads:
   processes are not its children; their number is set by ``--client-cpus``, not N;
 - the harness overhead ratio: per-round simulation wall time divided by the time the
   same work (10 clients' ``task.train`` + ``task.evaluate`` and the server's
-  ``central_evaluate``) takes when called directly in this process.
+  ``central_evaluate``) takes when called directly in this process;
+- the time outside the rounds (process wall minus config.json ``wall_seconds``): imports,
+  Ray's start, Flower registering every node, the report and shutdown;
+- with ``--registration``: Flower's node registration alone, in this process, with the
+  app config parsed once per node (Flower 1.42 alone) and once per run
+  (``fl_core.flower.app_config_read_once``), both in one run.
 
 Usage (writes a Markdown table to stdout and JSON next to it with ``--json``)::
 
@@ -22,6 +27,7 @@ Numbers depend on the machine and its load; BENCHMARKS.md says where they came f
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -59,6 +65,7 @@ def simulate(task: str, clients: int, per_round: int, rounds: int, out: Path,
     if child.returncode != 0:
         raise RuntimeError(f"{name} failed:\n{log.read_text()[-3000:]}")
     peak_kib = usage.ru_maxrss
+    config = json.loads((out / name / "config.json").read_text())
     rounds_csv = pd.read_csv(out / name / "rounds.csv")
     seconds = rounds_csv["seconds"].iloc[1:].astype(float).tolist()
     clients_csv = pd.read_csv(out / name / "clients.csv")
@@ -67,6 +74,8 @@ def simulate(task: str, clients: int, per_round: int, rounds: int, out: Path,
         "task": task, "clients": clients, "per_round": per_round, "rounds": rounds,
         "first_round_s": seconds[0], "round_s": statistics.median(seconds[1:]),
         "process_wall_s": wall, "peak_rss_mib": peak_kib / 1024,
+        # everything outside Strategy.start: imports, Ray, the report, shutdown
+        "outside_rounds_s": wall - float(config["wall_seconds"]),
         "sampled_per_round": sorted(set(sampled.tolist())),
         "distinct_partitions": int(clients_csv["partition_id"].nunique()),
     }
@@ -98,6 +107,30 @@ def in_process_round(task_name: str, clients: int, per_round: int, repeats: int 
     return statistics.median(times)
 
 
+def registration(clients: int) -> dict:
+    """Seconds Flower takes to register ``clients`` simulated nodes' contexts, in this process,
+    parsing the app config per node (Flower alone) and once (``app_config_read_once``).
+    """
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    from fl_core import flower
+    from fl_sim.options import PROJECT_ROOT, RunConfig
+
+    overrides = RunConfig.from_mapping({"clients": clients}).to_run_config()
+    mapping = {node: node for node in range(clients)}
+    seconds = {}
+    scopes = (("per_node", contextlib.nullcontext), ("once", flower.app_config_read_once))
+    for name, scope in scopes:
+        started = time.perf_counter()
+        with scope():
+            vce_api._register_node_info_stores(mapping, flower.new_run(overrides),
+                                               app_dir=str(PROJECT_ROOT))
+        seconds[name] = time.perf_counter() - started
+    return {"clients": clients, "register_per_node_parse_s": seconds["per_node"],
+            "register_one_parse_s": seconds["once"],
+            "ratio": seconds["once"] / seconds["per_node"]}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--task", default="regression")
@@ -105,6 +138,9 @@ def main() -> None:
     parser.add_argument("--per-round", type=int, default=10)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--json", type=Path, help="also write the rows here")
+    parser.add_argument("--registration", action="store_true",
+                        help="also time Flower's node registration in-process, with the app "
+                             "config parsed per node and once")
     parser.add_argument("extra", nargs="*", help="more `fl_sim run` flags after --")
     args = parser.parse_args()
     rows = []
@@ -115,13 +151,23 @@ def main() -> None:
             row["overhead_ratio"] = row["round_s"] / row["in_process_round_s"]
             rows.append(row)
             print(json.dumps(row), file=sys.stderr, flush=True)
-    print("| task | clients | sampled/round | round 1 (s) | later rounds, median (s) | "
-          "peak driver RSS (MiB) | in-process round (s) | overhead ratio |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| task | clients | sampled/round | process wall (s) | outside the rounds (s) | "
+          "round 1 (s) | later rounds, median (s) | peak driver RSS (MiB) | "
+          "in-process round (s) | overhead ratio |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['task']} | {r['clients']} | {r['per_round']} | {r['first_round_s']:.2f} | "
-              f"{r['round_s']:.2f} | {r['peak_rss_mib']:.0f} | {r['in_process_round_s']:.4f} | "
+        print(f"| {r['task']} | {r['clients']} | {r['per_round']} | {r['process_wall_s']:.1f} | "
+              f"{r['outside_rounds_s']:.1f} | {r['first_round_s']:.2f} | {r['round_s']:.2f} | "
+              f"{r['peak_rss_mib']:.0f} | {r['in_process_round_s']:.4f} | "
               f"{r['overhead_ratio']:.0f} |")
+    if args.registration:
+        print("\n| clients | register, config parsed per node (s) | parsed once (s) | ratio |")
+        print("|---|---|---|---|")
+        for clients in sorted(args.populations):
+            r = registration(clients)
+            rows.append(r)
+            print(f"| {clients} | {r['register_per_node_parse_s']:.2f} | "
+                  f"{r['register_one_parse_s']:.2f} | {r['ratio']:.2f} |", flush=True)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 
