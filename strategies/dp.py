@@ -1,8 +1,10 @@
 """DP-FedAvg: Flower's central-DP wrappers around FedAvg, with client-level accounting.
 
 Clipping and noise are Flower's (``DifferentialPrivacy{Server,Client}Side{Fixed,Adaptive}
-Clipping``); this module chooses the wrapper, gives it an accountant and wraps it in
-:class:`ClientLevelDP`, which reports each round's privacy state and enforces a budget.
+Clipping``; the adaptive ones with Andrew et al.'s clip update,
+:mod:`strategies.adaptive_clipping`); this module chooses the wrapper, gives it an
+accountant and wraps it in :class:`ClientLevelDP`, which reports each round's privacy
+state and enforces a budget.
 
 Accounting (see docs/privacy-guarantees.md):
 
@@ -42,6 +44,7 @@ from fl_core.flower import (
     SamplingMethod,
 )
 from fl_core.options import Settings
+from strategies.adaptive_clipping import ClientSideAdaptiveClipping, ServerSideAdaptiveClipping
 from strategies.delegating import DelegatingStrategy
 from strategies.fedavg import fedavg_kwargs
 from strategies.options import DPFedAvgOptions
@@ -258,8 +261,8 @@ class ClientLevelDP(DelegatingStrategy):
 WRAPPERS = {
     ("server", "fixed"): DifferentialPrivacyServerSideFixedClipping,
     ("client", "fixed"): DifferentialPrivacyClientSideFixedClipping,
-    ("server", "adaptive"): DifferentialPrivacyServerSideAdaptiveClipping,
-    ("client", "adaptive"): DifferentialPrivacyClientSideAdaptiveClipping,
+    ("server", "adaptive"): ServerSideAdaptiveClipping,
+    ("client", "adaptive"): ClientSideAdaptiveClipping,
 }
 
 

@@ -121,8 +121,9 @@ class DPFedAvgOptions(Options):
         check=at_least(0))
     initial_clipping_norm: float = option(0.1, "dp-fedavg adaptive: clipping norm of round 1",
                                           check=positive)
-    target_quantile: float = option(0.5, "dp-fedavg adaptive: Flower's "
-                                    "target_clipped_quantile", check=unit_interval)
+    target_quantile: float = option(0.5, "dp-fedavg adaptive: quantile of the update norms "
+                                    "the clip tracks (share left unclipped)",
+                                    check=unit_interval)
     clip_lr: float = option(0.2, "dp-fedavg adaptive: clipping-norm learning rate",
                             check=positive)
     clipped_count_stddev: float = option(0.0, "dp-fedavg adaptive: noise std of the clipped "
