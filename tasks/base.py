@@ -134,6 +134,11 @@ class Task(Protocol):
         ``proximal_mu`` is passed only under FedProx (``--strategy fedprox``): add
         ``tasks.proximal.ProximalAnchor(model, proximal_mu).term(model)`` to the local
         loss. A task without the argument still runs every other strategy.
+
+        A task that defines ``frozen_arrays()`` (called on the server after
+        :meth:`initial_arrays`) also receives ``frozen=``, that ArrayRecord: weights its
+        clients use but never train (a public classifier). They travel beside the model
+        and are neither sent back nor aggregated, so ``train`` must not return them.
         """
 
     def evaluate(self, arrays: ArrayRecord, partition: Partition) -> EvalResult:

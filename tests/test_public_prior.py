@@ -222,13 +222,13 @@ def test_the_default_generator_is_coded_and_the_discriminator_is_not(quick):
     assert not make_task(conditional=True).coded  # labels, not codes, there
 
 
-def test_the_guide_travels_unchanged_and_the_private_loader_holds_no_labels(quick,
-                                                                          monkeypatch):
+def test_the_guide_travels_beside_the_model_and_the_private_loader_holds_no_labels(
+        quick, monkeypatch):
     t = make_task(**{"noise-multiplier": 1.0})
     arrays = t.initial_arrays()
-    start = arrays.to_torch_state_dict()
-    guide_keys = [k for k in start if k.startswith("guide.")]
-    assert guide_keys and "guide.head.3.weight" in guide_keys
+    assert not any(k.startswith("guide.") for k in arrays)  # nothing frozen is aggregated
+    guide = t.frozen_arrays()
+    assert guide is not None and "head.3.weight" in guide
     seen = {}
     real_round = __import__("tasks.dcgan.task", fromlist=["gan_round"]).gan_round
 
@@ -240,10 +240,35 @@ def test_the_guide_travels_unchanged_and_the_private_loader_holds_no_labels(quic
         return real_round(generator, discriminator, loader, *args, **kwargs)
 
     monkeypatch.setattr("tasks.dcgan.task.gan_round", spy)
-    result = t.train(arrays, Partition(0, 5), RecordDict(), server_round=1)
-    after = result.arrays.to_torch_state_dict()
-    assert all(torch.equal(start[k], after[k]) for k in guide_keys)
+    result = t.train(arrays, Partition(0, 5), RecordDict(), server_round=1, frozen=guide)
+    assert set(result.arrays.keys()) == set(arrays.keys())  # the guide is not sent back
     assert seen["batch"] == 1 and seen["guide"] is not None  # images only; G is guided
+
+
+def test_the_guide_is_kept_in_the_run_folder_and_read_back_on_resume(tmp_path, quick):
+    t = make_task(tmp_path)
+    arrays = t.initial_arrays()
+    t.artifacts(tmp_path).after_round(0, arrays)
+    resumed = make_task(tmp_path, resuming=True)
+    assert set(resumed.initial_arrays().keys()) == set(arrays.keys())
+    kept = resumed.frozen_arrays().to_torch_state_dict()
+    fitted = t.frozen_arrays().to_torch_state_dict()
+    assert kept.keys() == fitted.keys() and all(torch.equal(kept[k], fitted[k]) for k in kept)
+
+
+def test_an_older_run_folder_with_the_guide_inside_its_weights_still_resumes(tmp_path, quick):
+    from tasks.dcgan.weights import guide_path, weights_path
+
+    t = make_task(tmp_path)
+    arrays = t.initial_arrays()
+    t.artifacts(tmp_path).after_round(0, arrays)
+    older = {**arrays.to_torch_state_dict(),
+             **{f"guide.{k}": v for k, v in t.frozen_arrays().to_torch_state_dict().items()}}
+    torch.save(older, weights_path(tmp_path, 0))
+    guide_path(tmp_path).unlink()
+    resumed = make_task(tmp_path, resuming=True)
+    assert set(resumed.initial_arrays().keys()) == set(arrays.keys())
+    assert set(resumed.frozen_arrays().keys()) == set(t.frozen_arrays().keys())
 
 
 def test_guide_loss_is_the_weighted_cross_entropy_against_the_codes():
@@ -265,7 +290,7 @@ def test_the_coded_public_generator_draws_the_class_it_is_given(tmp_path):
     t = make_task(tmp_path, **{"gan-width": 32})
     arrays = t.initial_arrays()
     images = t.generate(arrays, 500, 7)
-    guide = t._guide(arrays.to_torch_state_dict())
+    guide = t._guide(t.frozen_arrays(), {})
     with torch.no_grad():
         agree = (guide(torch.from_numpy(images)).argmax(1) == torch.arange(500) % 10)
     assert float(agree.float().mean()) > 0.9

@@ -18,6 +18,7 @@ from flwr.clientapp import ClientApp
 from fl_sim.app.client_mods import privacy_mod
 from fl_sim.app.client_state import export_state, restore_state
 from fl_sim.app.faults import fault_mod
+from fl_sim.app.frozen import frozen_of
 from fl_sim.app.settings import settings_of
 from fl_sim.options import RunConfig
 from fl_sim.record.recorder import NUM_EXAMPLES, PARTITION_ID, SECONDS
@@ -106,8 +107,12 @@ def train(msg: Message, context: Context) -> Message:
 def _train(msg: Message, context: Context, partition: Partition) -> Message:
     config = msg.content["config"]
     server_round = int(config["server-round"])
-    # Only FedProx sends proximal-mu; tasks without the argument run every other strategy.
+    # Only FedProx sends proximal-mu, and only tasks with frozen arrays receive them (the
+    # DCGAN's guide): tasks without those arguments run every other strategy.
     extra = {"proximal_mu": float(config["proximal-mu"])} if "proximal-mu" in config else {}
+    frozen = frozen_of(config)
+    if frozen is not None:
+        extra["frozen"] = frozen
     resumable = settings_of(context.run_config).run.checkpoint_every > 0
     if resumable:  # state saved before a resume comes back once (fl_sim/client_state.py)
         restore_state(msg.content, context.state)

@@ -18,6 +18,7 @@ from flwr.serverapp.strategy import Strategy
 
 from fl_core.flower import InMemoryGrid
 from fl_sim.app.client_state import ClientStates
+from fl_sim.app.frozen import train_config
 from fl_sim.options import RunConfig
 from fl_sim.record.privacy import PrivacyLog
 from fl_sim.record.progress import RoundProgress, choose_mode
@@ -104,6 +105,7 @@ def main(grid: Grid, context: Context) -> None:
     random.seed(cfg.federation.seed)  # Flower's strategies sample nodes with `random`
     offset = 0
     last = {"round": 0, "arrays": task.initial_arrays()}
+    frozen = task.frozen_arrays() if hasattr(task, "frozen_arrays") else None
     if not resumed:
         # Values a task derives from the flags (e.g. the noise --target-epsilon implies);
         # after initial_arrays, which may prepare what they depend on (disguise's data).
@@ -138,7 +140,7 @@ def main(grid: Grid, context: Context) -> None:
             initial_arrays=last["arrays"],
             num_rounds=rounds - offset,
             timeout=wall_clock_timeout(grid, cfg.run.round_timeout),
-            train_config=ConfigRecord(),
+            train_config=train_config(frozen),  # frozen arrays travel outside the model
             evaluate_config=ConfigRecord(),
             evaluate_fn=evaluate_fn,
         )

@@ -16,7 +16,7 @@ import torch
 from flwr.app import ArrayRecord
 
 from fl_core.atomic import replacing, write_json
-from tasks.dcgan.weights import split_state, weights_path
+from tasks.dcgan.weights import guide_path, split_state, weights_path
 from tasks.image.images import save_grid
 
 if TYPE_CHECKING:
@@ -49,6 +49,12 @@ class DCGANArtifacts:
             if self.task.prior_record is not None:
                 write_json(self.run_dir / "public_prior.json", self.task.prior_record,
                            sort_keys=False)
+            guide = self.task.frozen_arrays()
+            if guide is not None:
+                path = guide_path(self.run_dir)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with replacing(path) as tmp:
+                    torch.save(guide.to_torch_state_dict(), tmp)
         classes = self.task.num_classes or self.task.code_classes
         count = 8 * classes if classes else GRID_SIZE
         save_grid(self.task.generate(arrays, count, self.task.seed),

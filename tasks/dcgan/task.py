@@ -46,7 +46,14 @@ from tasks.dcgan.training import (
     load_optimizers,
     save_optimizers,
 )
-from tasks.dcgan.weights import guide_state, joint_state, split_state, weights_path, with_guide
+from tasks.dcgan.weights import (
+    GUIDE_PREFIX,
+    guide_path,
+    guide_state,
+    joint_state,
+    split_state,
+    weights_path,
+)
 from tasks.image import cnn
 from tasks.image import data as image_data
 from tasks.image.devices import torch_device
@@ -79,6 +86,7 @@ class DCGANTask(GeneratorRelease, PrivateImageTask):
         self.coded = gan.gan_class_code and self.prior == "digits" and not self.conditional
         self.device_choice = settings.get(DeviceOptions).device
         self.prior_record: dict[str, Any] | None = None
+        self.guide_arrays: ArrayRecord | None = None
         """What the public prior's fit found (written as public_prior.json), once fitted."""
         if self.conditional:
             self.server_metrics = (*type(self).server_metrics, *gan_metrics.TSTR_METRICS)
@@ -169,13 +177,26 @@ class DCGANTask(GeneratorRelease, PrivateImageTask):
             return torch.arange(count) % self.code_classes
         return self._labels(count)
 
-    def _guide(self, state: Mapping[str, torch.Tensor]) -> nn.Module | None:
-        """The frozen public classifier carried in the global model (coded G only)."""
+    def _guide(self, frozen: ArrayRecord | None,
+               received: Mapping[str, torch.Tensor]) -> nn.Module | None:
+        """The frozen public classifier of a coded G, from the frozen arrays.
+
+        Run folders written before the guide left the model keep it as ``guide.*`` in
+        ``received`` (the round weights); that is the fallback.
+        """
         if not self.coded:
             return None
         guide = cnn.SmallCNN(self.images.channels, self.code_classes)
-        guide.load_state_dict(guide_state(state))
+        guide.load_state_dict(frozen.to_torch_state_dict() if frozen is not None
+                              else guide_state(received))
         return public_prior.frozen_guide(guide)
+
+    def frozen_arrays(self) -> ArrayRecord | None:
+        """The guide's weights, sent beside the model and never aggregated (coded G only).
+
+        Set by :meth:`initial_arrays` (fitted there, or read back on a resume).
+        """
+        return self.guide_arrays
 
     def initial_arrays(self) -> ArrayRecord:
         """Seeded DCGAN initialisation; D is checked by Opacus's ModuleValidator here.
@@ -216,7 +237,8 @@ class DCGANTask(GeneratorRelease, PrivateImageTask):
         if self.ema_decay:
             joint = with_ema(joint, generator.state_dict())
         if guide is not None:
-            joint = with_guide(joint, guide)
+            self.guide_arrays = ArrayRecord(
+                {k: v.detach().clone() for k, v in guide.state_dict().items()})
         return ArrayRecord(joint)
 
     def _resumed_start(self) -> ArrayRecord | None:
@@ -229,12 +251,19 @@ class DCGANTask(GeneratorRelease, PrivateImageTask):
         if not self.workspace.resuming or self.workspace.run_dir is None:
             return None
         path = weights_path(self.workspace.run_dir, 0)
-        return ArrayRecord(load_tensors(path, "round weights")) if path.exists() else None
+        if not path.exists():
+            return None
+        state = load_tensors(path, "round weights")
+        if self.coded:
+            saved = guide_path(self.workspace.run_dir)
+            self.guide_arrays = ArrayRecord(load_tensors(saved, "the guide's weights")
+                                            if saved.exists() else guide_state(state))
+        return ArrayRecord({k: v for k, v in state.items() if not k.startswith(GUIDE_PREFIX)})
 
     # --- client ----------------------------------------------------------------------
     def train(
         self, arrays: ArrayRecord, partition: Partition, state: RecordDict, server_round: int,
-        proximal_mu: float = 0.0,
+        proximal_mu: float = 0.0, frozen: ArrayRecord | None = None,
     ) -> TrainResult:
         """``local-epochs`` of GAN training; D privatised when ``--dp``.
 
@@ -276,7 +305,8 @@ class DCGANTask(GeneratorRelease, PrivateImageTask):
             g_anchor.pull(generator, self.lr)
             d_anchor.pull(discriminator, self.d_lr)
 
-        guide = self._guide(received)
+        # In one process (the in-process probes) the task's own guide serves as well.
+        guide = self._guide(frozen if frozen is not None else self.guide_arrays, received)
         steps = GANSteps(epochs=self.local_epochs, fakes=self.fakes_per_step(len(x)),
                          real_label=self.real_label, d_steps=self.d_steps,
                          g_steps=self.g_steps)
@@ -293,8 +323,6 @@ class DCGANTask(GeneratorRelease, PrivateImageTask):
         joint = joint_state(generator, discriminator)
         if ema is not None:
             joint = with_ema(joint, ema.state)
-        if guide is not None:  # sent back unchanged, so the average keeps it
-            joint = with_guide(joint, guide)
         return TrainResult(ArrayRecord(joint), len(x), metrics)
 
     def fakes_per_step(self, num_examples: int) -> int:

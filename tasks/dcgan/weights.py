@@ -2,7 +2,9 @@
 
 The global model is one ArrayRecord holding both networks (``generator.*`` and
 ``discriminator.*``), averaged by the strategy every round; G's EMA travels beside them
-(:mod:`tasks.dcgan.ema`) and, with a class code, the frozen guide (``guide.*``).
+(:mod:`tasks.dcgan.ema`). A coded G's frozen guide is not part of it: it travels beside the
+model, never aggregated (``fl_sim.app.frozen``), and is kept in ``weights/guide.pt``. Run
+folders written before that keep it as ``guide.*`` inside each round's weights.
 """
 
 from __future__ import annotations
@@ -43,13 +45,11 @@ def joint_state(generator: nn.Module, discriminator: nn.Module) -> dict[str, tor
     return state
 
 
-def with_guide(state: Mapping[str, torch.Tensor], guide: nn.Module) -> dict[str, torch.Tensor]:
-    """``state`` plus the guide's weights under :data:`GUIDE_PREFIX` (as ``with_ema`` does)."""
-    joint = dict(state)
-    joint.update({f"{GUIDE_PREFIX}{k}": v for k, v in guide.state_dict().items()})
-    return joint
+def guide_path(run_dir: str | Path) -> Path:
+    """Where a coded G's frozen guide is kept (written once, at round 0)."""
+    return Path(run_dir) / WEIGHTS_DIR / "guide.pt"
 
 
 def guide_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The guide's weights stored in a joint state dict (empty without a class code)."""
+    """The guide's weights inside an older run folder's round weights (else empty)."""
     return {k[len(GUIDE_PREFIX):]: v for k, v in state.items() if k.startswith(GUIDE_PREFIX)}
