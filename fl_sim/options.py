@@ -50,7 +50,8 @@ PYPROJECT = PROJECT_ROOT / "pyproject.toml"
 G = TypeVar("G", bound=Options)
 
 __all__ = ["PROJECT_ROOT", "PYPROJECT", "TASK_DEFAULTED", "OptionError", "RunConfig",
-           "RunOptions", "ResourceOptions", "FaultOptions", "defaults", "flag_of"]
+           "RunOptions", "ResourceOptions", "FaultOptions", "ReplyOptions", "defaults",
+           "flag_of"]
 
 
 @group("Run")
@@ -97,6 +98,19 @@ class FaultOptions(Options):
                                       check=at_least(0))
 
 
+CLIENT_METRICS = ("all", "none")
+
+
+@group("What clients send")
+class ReplyOptions(Options):
+    """What leaves a client beside its update (``fl_sim.app.client_mods.metrics_mod``)."""
+
+    client_metrics: str = option(
+        "all", "client metrics sent to the server: all (losses, accuracies, evaluation on "
+        "private data) or none (only example count, epsilon and timing)",
+        check=one_of(CLIENT_METRICS))
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Every resolved setting of one run: one validated group per field.
@@ -117,6 +131,7 @@ class RunConfig:
     dp_fedavg: DPFedAvgOptions
     quorum: QuorumOptions
     faults: FaultOptions
+    replies: ReplyOptions
     image: ImageDataOptions
     dp_sgd: DPSGDOptions
     device: DeviceOptions

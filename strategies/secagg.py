@@ -11,16 +11,25 @@ it to a legacy strategy (every result carries the aggregate). Clients run Flower
 
 With DP-FedAvg and client-side clipping this is Flower's DP + SecAgg+ composition: the
 clients clip, the masked sum hides single updates, the server's DP wrapper adds noise.
+
+Client metrics go through the same secure sum: a client appends each metric that is not
+bookkeeping (its losses, accuracies) to the masked vector, scaled by
+1 / :data:`METRIC_SCALE` to fit SecAgg+'s clipping range (+-8: metrics up to +-800, to
+within 4e-4), and names them in clear. The server splits them off the aggregate before
+the wrapped strategy sees it (so DP noise and clipping apply to the model alone) and
+reports their weighted mean as the round's train metrics; no single client's metric
+reaches it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from logging import INFO
 from typing import Any
 
+import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.common import Code, FitIns, FitRes, Parameters, Status, parameters_to_ndarrays
 from flwr.serverapp import Grid
@@ -44,6 +53,9 @@ UNIFORM_SECAGG_WEIGHT = 1000
 """SecAggPlusWorkflow's default ``max_weight``: weight of each client in a uniform mean."""
 
 ARRAY_KEYS = "fl-sim-array-keys"
+SECURE_METRICS = "fl-sim-secure-metrics"
+"""Clear entry of a train reply naming, in order, the metrics appended to its vector."""
+METRIC_SCALE = 100.0
 """Config entry carrying the model's array names, which legacy ``Parameters`` drop."""
 
 
@@ -123,6 +135,7 @@ class SecAggPlus(DelegatingStrategy):
         self.population = population
         self.received_replies: dict[int, list[Message]] = {}
         self._aggregated: dict[int, list[Message]] = {}
+        self._secure_metrics: dict[int, dict[str, float]] = {}
 
     def summary(self) -> None:
         """Log the wrapped strategy's summary."""
@@ -144,19 +157,30 @@ class SecAggPlus(DelegatingStrategy):
         stages = (self.workflow.setup_stage, self.workflow.share_keys_stage,
                   self.workflow.collect_masked_vectors_stage, self.workflow.unmask_stage)
         completed = all(stage(grid, legacy, state) for stage in stages)
-        replies = self._replies(legacy, messages, list(arrays.keys())) if completed else []
+        replies = (self._replies(server_round, legacy, messages, list(arrays.keys()))
+                   if completed else [])
         if not completed:
             log(INFO, "SecAgg+ round %s halted: no aggregate", server_round)
         self._aggregated[server_round] = replies
         return []
 
-    @staticmethod
-    def _replies(legacy: _Legacy, messages: dict[int, Message], keys: list[str]):
+    def _replies(self, server_round: int, legacy: _Legacy, messages: dict[int, Message],
+                 keys: list[str]) -> list[Message]:
+        """One reply per surviving client: the model part of the aggregate, clear metrics.
+
+        The securely summed metrics are split off here and kept for :meth:`aggregate_train`.
+        """
         replies = []
         for proxy, fitres in legacy.results:
-            aggregate = _named(keys, parameters_to_ndarrays(fitres.parameters))
-            content = RecordDict({"arrays": aggregate,
-                                  "metrics": MetricRecord(dict(fitres.metrics))})
+            vector = parameters_to_ndarrays(fitres.parameters)
+            clear = dict(fitres.metrics)
+            names = json.loads(str(clear.pop(SECURE_METRICS, "[]")))
+            if names:
+                self._secure_metrics[server_round] = {
+                    name: float(np.asarray(v).reshape(-1)[0]) * METRIC_SCALE
+                    for name, v in zip(names, vector[len(keys):], strict=True)}
+            content = RecordDict({"arrays": _named(keys, vector[:len(keys)]),
+                                  "metrics": MetricRecord(clear)})
             replies.append(Message(content, reply_to=messages[proxy.node_id]))
         return replies
 
@@ -165,24 +189,36 @@ class SecAggPlus(DelegatingStrategy):
     ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Let the wrapped strategy aggregate (noise, accounting) the secure aggregate."""
         secured = self._aggregated.pop(server_round, [])
+        secure_metrics = self._secure_metrics.pop(server_round, {})
         self.received_replies[server_round] = secured
         if not secured:
             return None, None
-        return self.strategy.aggregate_train(server_round, secured)
+        arrays, metrics = self.strategy.aggregate_train(server_round, secured)
+        if secure_metrics:
+            metrics = MetricRecord({**dict(metrics or {}), **secure_metrics})
+        return arrays, metrics
 
 
-def legacy_train_reply(reply: Message, uniform: bool) -> None:
+def legacy_train_reply(reply: Message, uniform: bool, clear: Collection[str] = ()) -> None:
     """Rewrite a ClientApp train reply into the legacy ``fitres`` records SecAgg+ reads.
 
     ``uniform``: every client weighs ``max_weight`` in the secure sum (DP-FedAvg's
     uniform mean; the mod scales a model by weight / max_weight before its fixed-point
     rounding, so the full weight keeps the most precision), else its ``num-examples``.
-    The MetricRecord travels in the clear, as in Flower.
+    Metrics named in ``clear`` travel in the clear; every other metric is appended to the
+    masked vector (see the module docstring).
     """
     metrics = dict(reply.content["metrics"])
     weight = UNIFORM_SECAGG_WEIGHT if uniform else int(metrics.get("num-examples", 1))
+    secure = sorted(k for k in metrics if k not in clear)
+    record = ArrayRecord(dict(reply.content["arrays"].items()))
+    for name in secure:
+        value = np.array([float(metrics.pop(name)) / METRIC_SCALE], dtype=np.float32)
+        record[f"{SECURE_METRICS}/{name}"] = Array(value)
+    if secure:
+        metrics[SECURE_METRICS] = json.dumps(secure)
     fitres = FitRes(Status(Code.OK, ""), compat.arrayrecord_to_parameters(
-        reply.content["arrays"], keep_input=True), weight, metrics)
+        record, keep_input=True), weight, metrics)
     reply.content = compat.fitres_to_recorddict(fitres, keep_input=True)
 
 

@@ -10,94 +10,29 @@ is all the clients read.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
-from uuid import uuid4
 
 import numpy as np
 import pytest
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
-from flwr.serverapp import Grid
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-from fl_core.flower import TaskIdentity
-from fl_sim.app import client_app, server_app
-from fl_sim.options import RunConfig
 from tasks.disguise.task import OWNER, PUBLISHED
 from tasks.image import cnn
+from tests.recording_grid import run_in_process
 
 pytestmark = pytest.mark.slow
 
 CLIENTS = 2
-IDENTITY = ("run_id", "node_id", "task_id")
-
-
-class RecordingGrid(Grid):
-    """Delivers each message to an in-process ClientApp function and keeps both ends."""
-
-    def __init__(self, run_config: dict) -> None:
-        self.run_config = run_config
-        self.sent: list[Message] = []
-        self.replies: list[Message] = []
-        self.nodes = {100 + i: Context(
-            run_id=1, node_id=100 + i,
-            node_config={"partition-id": i, "num-partitions": CLIENTS},
-            state=RecordDict(), run_config=dict(run_config)) for i in range(CLIENTS)}
-
-    def get_node_ids(self) -> Iterable[int]:
-        return list(self.nodes)
-
-    def send_and_receive(self, messages: Iterable[Message], *,
-                         timeout: float | None = None) -> Iterable[Message]:
-        replies = []
-        for msg in messages:
-            msg.metadata.__dict__["_message_id"] = str(uuid4())
-            self.sent.append(msg)
-            handler = client_app.train if msg.metadata.message_type.startswith("train") \
-                else client_app.evaluate
-            replies.append(handler(msg, self.nodes[msg.metadata.dst_node_id]))
-        self.replies.extend(replies)
-        return replies
-
-    # Unused by Strategy.start; present to satisfy the abstract interface.
-    def create_message(self, *args, **kwargs):  # pragma: no cover
-        raise NotImplementedError
-
-    def get_nodes(self):  # pragma: no cover
-        raise NotImplementedError
-
-    def push_messages(self, messages):  # pragma: no cover
-        raise NotImplementedError
-
-    def pull_messages(self, message_ids):  # pragma: no cover
-        raise NotImplementedError
-
-    @property
-    def run(self):  # pragma: no cover
-        raise NotImplementedError
-
-    def set_run(self, run_id):  # pragma: no cover
-        raise NotImplementedError
 
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("disguise") / "run"
     run_dir.mkdir()
-    cfg = RunConfig.from_mapping({
+    grid = run_in_process({
         "task": "disguise", "clients": CLIENTS, "num-server-rounds": 2,
-        "dataset": "digits", "translator-steps": 30, "dp": True, "run-dir": str(run_dir),
-    })
-    grid = RecordingGrid(cfg.to_run_config())
-    # Flower stamps messages with the running task's identity (set by its runtime).
-    saved = {name: getattr(TaskIdentity, f"_{name}", None) for name in IDENTITY}
-    for name in IDENTITY:
-        setattr(TaskIdentity, name, 1)
-    try:
-        server_app.main(grid, Context(run_id=1, node_id=0, node_config={},
-                                      state=RecordDict(), run_config=cfg.to_run_config()))
-    finally:
-        for name, value in saved.items():
-            setattr(TaskIdentity, f"_{name}", value)
+        "dataset": "digits", "translator-steps": 30, "dp": True,
+    }, run_dir)
     return grid, run_dir
 
 

@@ -89,10 +89,27 @@ def test_secagg_aggregate_equals_plain_fedavg_on_the_same_updates():
     plain, plain_metrics = plain_strategy.aggregate_train(1, plain_replies)
     for got, want in zip(secure.to_numpy_ndarrays(), plain.to_numpy_ndarrays(), strict=True):
         np.testing.assert_allclose(got, want, atol=quantisation_tolerance(EXAMPLES.values()))
-    assert metrics["loss"] == pytest.approx(plain_metrics["loss"])
-    # The recorder gets one reply per client with that client's (plaintext) metrics.
+    # The loss went through the secure sum (scaled by 1/100: quantisation x 100).
+    assert plain_metrics["loss"] == pytest.approx(2.9)  # (10*1 + 30*2 + 20*3 + 40*4) / 100
+    assert metrics["loss"] == pytest.approx(
+        plain_metrics["loss"], abs=100 * quantisation_tolerance(EXAMPLES.values()))
+    # The recorder gets one reply per client, with no single client's loss.
     received = strategy.received_replies.pop(1)
-    assert sorted(r.content["metrics"]["loss"] for r in received) == [1.0, 2.0, 3.0, 4.0]
+    assert len(received) == 4
+    assert all(set(r.content["metrics"]) == {"num-examples"} for r in received)
+
+
+def test_secagg_under_client_metrics_none_sends_no_metric_at_all():
+    from fl_sim.app.client_mods import metrics_mod
+
+    config, strategy = build(**{"client-metrics": "none"})
+    grid = ClientsGrid(4, config.to_run_config())
+    trainer = grid.train
+    grid.train = lambda msg, ctx: metrics_mod(msg, ctx, trainer)
+    current = arrays(np.zeros((3, 4)), np.zeros(4))
+    strategy.configure_train(1, current, ConfigRecord(), grid)
+    secure, metrics = strategy.aggregate_train(1, [])
+    assert len(secure) == 2 and "loss" not in (metrics or {})
 
 
 def test_secagg_with_client_clipping_dp_fedavg_clips_then_sums_then_noises():

@@ -15,7 +15,7 @@ from pathlib import Path
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
-from fl_sim.app.client_mods import privacy_mod
+from fl_sim.app.client_mods import metrics_mod, privacy_mod
 from fl_sim.app.client_state import export_state, restore_state
 from fl_sim.app.faults import fault_mod
 from fl_sim.app.frozen import frozen_of
@@ -26,8 +26,9 @@ from tasks import registry as task_registry
 from tasks.base import Partition, Task, Workspace
 
 # Outermost first: injected faults (fl_sim/app/faults.py) fire before any DP/SecAgg+ work;
-# privacy_mod is a no-op unless --strategy dp-fedavg or --secagg.
-app = ClientApp(mods=[fault_mod, privacy_mod])
+# privacy_mod is a no-op unless --strategy dp-fedavg or --secagg; metrics_mod, innermost,
+# strips private metrics under --client-metrics none.
+app = ClientApp(mods=[fault_mod, privacy_mod, metrics_mod])
 
 
 @lru_cache(maxsize=4)

@@ -1,4 +1,5 @@
-"""ClientApp mods chosen per run: DP-FedAvg's uniform weight and client-side clipping.
+"""ClientApp mods chosen per run: what metrics leave a client, DP-FedAvg's uniform weight,
+client-side clipping and SecAgg+.
 
 Flower fixes a ClientApp's mods when the module is imported, but the strategy is a run
 setting; :func:`privacy_mod` is always installed and looks at ``context.run_config`` to
@@ -15,10 +16,30 @@ from flwr.clientapp.mod import adaptiveclipping_mod, fixedclipping_mod
 from flwr.clientapp.typing import ClientAppCallable
 
 from fl_sim.app.settings import settings_of
+from fl_sim.record.recorder import BOOKKEEPING
 from strategies.dp import UNIFORM_WEIGHT
 from strategies.secagg import legacy_train_reply, ours_from_legacy_train
 
 CLIPPING_MODS = {"fixed": fixedclipping_mod, "adaptive": adaptiveclipping_mod}
+CLEAR = (*BOOKKEEPING, UNIFORM_WEIGHT)
+"""Metric keys that are not derived from private data beyond the example count: what a
+reply carries under ``--client-metrics none``, and what SecAgg+ leaves in clear."""
+
+
+def metrics_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
+    """Under ``--client-metrics none``, strip every metric but :data:`CLEAR` from replies.
+
+    Losses, accuracies and evaluation results are computed on a client's private data and
+    no epsilon covers them; with ``none`` only the example count (FedAvg's weight), the
+    partition id, the task's seconds and the sample-level epsilon leave the client. It
+    runs innermost, so the clipping bit Flower's mod adds afterwards still travels.
+    """
+    reply = call_next(msg, context)
+    if settings_of(context.run_config).replies.client_metrics == "all" or reply.has_error():
+        return reply
+    for name, record in reply.content.metric_records.items():
+        reply.content[name] = type(record)({k: v for k, v in record.items() if k in CLEAR})
+    return reply
 
 
 def _with_uniform_weight(call_next: ClientAppCallable) -> ClientAppCallable:
@@ -73,7 +94,7 @@ def _legacy_translated(call_next: ClientAppCallable, uniform: bool) -> ClientApp
         ours_from_legacy_train(msg)
         reply = call_next(msg, context)
         if not reply.has_error():
-            legacy_train_reply(reply, uniform)
+            legacy_train_reply(reply, uniform, clear=CLEAR)
         return reply
 
     return call
