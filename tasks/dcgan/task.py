@@ -29,7 +29,6 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from fl_core.options import Settings
-from fl_core.safe_load import load_tensors
 from tasks import dp_sgd
 from tasks.base import EvalResult, Partition, TrainResult, Workspace
 from tasks.dcgan import metrics as gan_metrics
@@ -46,14 +45,7 @@ from tasks.dcgan.training import (
     load_optimizers,
     save_optimizers,
 )
-from tasks.dcgan.weights import (
-    GUIDE_PREFIX,
-    guide_path,
-    guide_state,
-    joint_state,
-    split_state,
-    weights_path,
-)
+from tasks.dcgan.weights import guide_state, joint_state, round_zero, split_state
 from tasks.image import cnn
 from tasks.image import data as image_data
 from tasks.image.devices import torch_device
@@ -250,15 +242,13 @@ class DCGANTask(GeneratorRelease, PrivateImageTask):
         """
         if not self.workspace.resuming or self.workspace.run_dir is None:
             return None
-        path = weights_path(self.workspace.run_dir, 0)
-        if not path.exists():
+        kept = round_zero(self.workspace.run_dir)
+        if kept is None:
             return None
-        state = load_tensors(path, "round weights")
+        model, guide = kept
         if self.coded:
-            saved = guide_path(self.workspace.run_dir)
-            self.guide_arrays = ArrayRecord(load_tensors(saved, "the guide's weights")
-                                            if saved.exists() else guide_state(state))
-        return ArrayRecord({k: v for k, v in state.items() if not k.startswith(GUIDE_PREFIX)})
+            self.guide_arrays = ArrayRecord(guide)
+        return ArrayRecord(model)
 
     # --- client ----------------------------------------------------------------------
     def train(

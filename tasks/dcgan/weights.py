@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fl_core.safe_load import load_tensors
+
 G_PREFIX, D_PREFIX = "generator.", "discriminator."
 GUIDE_PREFIX = "guide."
 """The frozen public classifier of a coded G (:mod:`tasks.dcgan.public_prior`)."""
@@ -53,3 +55,18 @@ def guide_path(run_dir: str | Path) -> Path:
 def guide_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The guide's weights inside an older run folder's round weights (else empty)."""
     return {k[len(GUIDE_PREFIX):]: v for k, v in state.items() if k.startswith(GUIDE_PREFIX)}
+
+
+def round_zero(run_dir: str | Path) -> tuple[dict, dict] | None:
+    """(the global model, the guide) a resumed run starts from, or None if not kept.
+
+    The guide comes from ``weights/guide.pt``, or from ``guide.*`` inside the round
+    weights of a run folder written before it left the model (empty without a code).
+    """
+    path = weights_path(run_dir, 0)
+    if not path.exists():
+        return None
+    state = load_tensors(path, "round weights")
+    saved = guide_path(run_dir)
+    guide = load_tensors(saved, "the guide's weights") if saved.exists() else guide_state(state)
+    return {k: v for k, v in state.items() if not k.startswith(GUIDE_PREFIX)}, guide
