@@ -215,7 +215,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     overrides = overrides_from(args)
     for key in ("resume", "ray-address"):
         if overrides.get(key):
-            raise OptionError(key, "is for `run` (Ray simulation) only, not for `deploy`")
+            raise OptionError(key, "is for `run` (Ray simulation) only, not for `deploy` "
+                              "(docs/deployment-and-scale.md says why)")
     cfg = lifecycle.claim_run_dir(RunConfig.from_mapping(overrides))
     from fl_sim.record.summary import print_summary
     from fl_sim.run import deploy

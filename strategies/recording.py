@@ -58,7 +58,11 @@ class RecordingStrategy(DelegatingStrategy):
     ) -> Iterable[Message]:
         """Configure training with the wrapped strategy and report the sampled nodes."""
         messages = list(self.strategy.configure_train(server_round, arrays, config, grid))
-        self.observer.on_configure(server_round, "train", _destinations(messages))
+        # A strategy that exchanges messages itself (SecAgg+) says whom it sampled.
+        sampled = getattr(self.strategy, "sampled_nodes", None)
+        nodes = (sampled.pop(server_round, _destinations(messages)) if isinstance(sampled, dict)
+                 else _destinations(messages))
+        self.observer.on_configure(server_round, "train", nodes)
         return messages
 
     def aggregate_train(

@@ -136,6 +136,9 @@ class SecAggPlus(DelegatingStrategy):
         self.received_replies: dict[int, list[Message]] = {}
         self._aggregated: dict[int, list[Message]] = {}
         self._secure_metrics: dict[int, dict[str, float]] = {}
+        self.sampled_nodes: dict[int, list[int]] = {}
+        """Each round's sampled nodes: a client that drops out of the protocol is one of
+        them without a reply (the recorder writes it as failed)."""
 
     def summary(self) -> None:
         """Log the wrapped strategy's summary."""
@@ -149,6 +152,7 @@ class SecAggPlus(DelegatingStrategy):
         """Run the whole SecAgg+ round on ``grid``; nothing is left for the default loop."""
         messages = {m.metadata.dst_node_id: m
                     for m in self.strategy.configure_train(server_round, arrays, config, grid)}
+        self.sampled_nodes[server_round] = list(messages)
         legacy = _Legacy(messages, self.population, list(arrays.keys()))
         legacy.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord(
             {WorkflowKey.CURRENT_ROUND: server_round})

@@ -7,10 +7,12 @@ must equal what plain FedAvg computes from the same client models.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 from flwr.app import ConfigRecord, Message, MetricRecord, RecordDict
 
@@ -42,7 +44,8 @@ class ClientsGrid(FakeGrid):
         assert list(msg.content["arrays"].keys()) == ["p0", "p1"]  # names survive legacy
         content = RecordDict({
             "arrays": arrays(*MODELS[node]),
-            "metrics": MetricRecord({"num-examples": EXAMPLES[node], "loss": float(node)}),
+            "metrics": MetricRecord({"num-examples": EXAMPLES[node], "loss": float(node),
+                                     "partition-id": node - 1, "seconds": 0.1}),
         })
         return Message(content, reply_to=msg)
 
@@ -96,7 +99,8 @@ def test_secagg_aggregate_equals_plain_fedavg_on_the_same_updates():
     # The recorder gets one reply per client, with no single client's loss.
     received = strategy.received_replies.pop(1)
     assert len(received) == 4
-    assert all(set(r.content["metrics"]) == {"num-examples"} for r in received)
+    assert all(set(r.content["metrics"]) == {"num-examples", "partition-id", "seconds"}
+               for r in received)
 
 
 def test_secagg_under_client_metrics_none_sends_no_metric_at_all():
@@ -131,3 +135,42 @@ def test_secagg_with_client_clipping_dp_fedavg_clips_then_sums_then_noises():
         np.testing.assert_allclose(got, expected, atol=quantisation_tolerance([1000] * 4))
     row = strategy.privacy_row(1)
     assert row["status"] == "released" and row["accountant"] == "flower-rdp"
+
+
+def test_a_client_that_drops_out_of_secagg_is_a_failed_row(tmp_path):
+    from fl_sim.record.recorder import RunRecorder
+    from fl_sim.record.results import ResultsWriter
+    from strategies.recording import RecordingStrategy
+
+    config, strategy = build(**{"secagg-shares": 4, "secagg-threshold": 2})
+    grid = ClientsGrid(4, config.to_run_config())
+    trainer = grid.train
+
+    def node_4_drops(msg, context):  # gone after the key exchange, before its vector
+        if msg.metadata.dst_node_id == 4:
+            raise ConnectionError("node 4 dropped out")
+        return trainer(msg, context)
+
+    grid.train = node_4_drops
+    delivered = grid.send_and_receive
+
+    def dropping(messages, *, timeout=None):
+        replies = []
+        for m in messages:
+            with contextlib.suppress(ConnectionError):  # a dropout: no reply at all
+                replies.extend(delivered([m]))
+        return replies
+
+    grid.send_and_receive = dropping
+    writer = ResultsWriter(tmp_path, (), ())
+    recorder = RunRecorder(writer, "run")
+    recording = RecordingStrategy(strategy, recorder)
+    current = arrays(np.zeros((3, 4)), np.zeros(4))
+    recording.configure_train(1, current, ConfigRecord(), grid)
+    secure, _ = recording.aggregate_train(1, [])
+    writer.close()
+    assert secure is not None  # 3 of 4 above the threshold: the round completes
+    rows = pd.read_csv(tmp_path / "clients.csv")
+    assert sorted(rows["node_id"]) == [1, 2, 3, 4]
+    status = dict(zip(rows["node_id"], rows["status"], strict=True))
+    assert status == {1: "ok", 2: "ok", 3: "ok", 4: "failed"}
