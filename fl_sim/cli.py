@@ -220,12 +220,14 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     cfg = lifecycle.claim_run_dir(RunConfig.from_mapping(overrides))
     from fl_sim.record.summary import print_summary
     from fl_sim.run import deploy
+    from fl_sim.run.he_keys import provisioned
     from fl_sim.run.interrupts import terminate_as_interrupt
 
     run_dir = Path(cfg.run.run_dir)
     try:
-        with terminate_as_interrupt() as codes:
-            status = deploy.run(cfg, timeout=args.deploy_timeout)
+        # --he: the run's CKKS keys exist while it runs
+        with terminate_as_interrupt() as codes, provisioned(cfg) as keyed:
+            status = deploy.run(keyed, timeout=args.deploy_timeout)
     except KeyboardInterrupt:
         lifecycle.mark(run_dir, "interrupted")
         print(f"interrupted; every process stopped; finished rounds are in {run_dir}",

@@ -35,6 +35,7 @@ from strategies.options import (
     DPFedAvgOptions,
     FedAdamOptions,
     FedProxOptions,
+    HEOptions,
     QuorumOptions,
     SamplingOptions,
     SecAggOptions,
@@ -128,6 +129,7 @@ class RunConfig:
     fedprox: FedProxOptions
     fedadam: FedAdamOptions
     secagg: SecAggOptions
+    encryption: HEOptions
     dp_fedavg: DPFedAvgOptions
     quorum: QuorumOptions
     faults: FaultOptions

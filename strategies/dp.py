@@ -47,7 +47,7 @@ from fl_core.options import Settings
 from strategies.adaptive_clipping import ClientSideAdaptiveClipping, ServerSideAdaptiveClipping
 from strategies.delegating import DelegatingStrategy
 from strategies.fedavg import fedavg_kwargs
-from strategies.options import DPFedAvgOptions
+from strategies.options import DPFedAvgOptions, HEOptions
 from strategies.sampling import train_sample_size
 
 UNIFORM_WEIGHT = "dp-weight"
@@ -279,6 +279,11 @@ def build_dp_fedavg(settings: Settings) -> ClientLevelDP:
     wrapper = WRAPPERS[(options.dp_clipping, options.dp_clip)]
     if options.dp_clip == "fixed":
         accountant = RdpAccountant(privacy_config(settings)) if noise > 0 else None
+        if settings.get(HEOptions).he:  # client-side only (checked): noise the encrypted sum
+            from strategies import he
+
+            inner = he.wrap(inner, settings, UNIFORM_WEIGHT)
+            wrapper = he.EncryptedNoiseClientSideFixedClipping
         dp = wrapper(inner, noise, options.clipping_norm, sampled, accountant=accountant)
         return ClientLevelDP(dp, accountant, sampled,
                              FLOWER_ACCOUNTED if accountant else UNACCOUNTED)

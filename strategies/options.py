@@ -107,6 +107,50 @@ class SecAggOptions(Options):
             )
 
 
+HE_POLY_DEGREES = (8192, 16384)
+
+
+def _poly_degree(v: object) -> str | None:
+    if v in HE_POLY_DEGREES:
+        return None
+    return f"unknown value {v!r}; allowed: {', '.join(map(str, HE_POLY_DEGREES))}"
+
+
+_poly_degree.allowed = [str(d) for d in HE_POLY_DEGREES]  # type: ignore[attr-defined]
+
+
+@group("Homomorphic encryption (CKKS, TenSEAL)")
+class HEOptions(Options):
+    """``--he`` (:mod:`strategies.he`)."""
+
+    he: bool = option(False, "FedAvg over CKKS ciphertexts: the server adds encrypted updates "
+                      "and sees only the decrypted sum")
+    he_poly_degree: int = option(8192, "CKKS polynomial degree, 128-bit secure (16384: more "
+                                 "headroom, twice the bytes)", check=_poly_degree)
+    he_keys: str = option("", "folder holding the federation's CKKS keys; provisioned per run "
+                          "by the fl_sim CLI", hidden=True)
+
+    def validate(self, settings: Settings) -> None:
+        """Refuse what cannot run over ciphertexts, and a missing TenSEAL."""
+        if not self.he:
+            return
+        import importlib.util
+
+        if importlib.util.find_spec("tenseal") is None:
+            raise OptionError("he", "needs TenSEAL (pip install tenseal==0.3.18)")
+        if settings.get(SecAggOptions).secagg:
+            raise OptionError("he", "and --secagg are two ways to hide single updates; "
+                              "choose one")
+        if settings.strategy not in ("fedavg", "fedprox", "dp-fedavg"):
+            raise OptionError("he", f"works with fedavg, fedprox and dp-fedavg, not "
+                              f"{settings.strategy} (its server step needs the plain average)")
+        dp = settings.get(DPFedAvgOptions)
+        if settings.strategy == "dp-fedavg" and (dp.dp_clipping, dp.dp_clip) != ("client",
+                                                                                 "fixed"):
+            raise OptionError("he", "with dp-fedavg needs --dp-clipping client --dp-clip fixed "
+                              "(the server cannot clip or count ciphertexts)")
+
+
 @group("DP-FedAvg (client-level DP)")
 class DPFedAvgOptions(Options):
     """``--strategy dp-fedavg`` (:mod:`strategies.dp`)."""

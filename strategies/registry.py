@@ -10,7 +10,7 @@ from collections.abc import Mapping
 
 from fl_core.options import Options, Settings
 from fl_core.registry import Registry
-from strategies.options import DPFedAvgOptions, FedAdamOptions, FedProxOptions
+from strategies.options import DPFedAvgOptions, FedAdamOptions, FedProxOptions, HEOptions
 
 STRATEGIES = Registry("strategy", {
     "dp-fedavg": "strategies.dp:build_dp_fedavg",
@@ -42,10 +42,17 @@ def build_for_run(settings: Settings):
     :class:`strategies.quorum.Quorum` sits directly around the aggregating strategy, so it
     counts the replies that strategy really aggregates (under SecAgg+ those arrive through
     the protocol, not the default round loop); SecAgg+ wraps outside when ``secagg``.
+    With ``he`` the model is aggregated over ciphertexts (:mod:`strategies.he`), inside
+    the DP wrapper under dp-fedavg, so the noise is added to the encrypted sum.
     """
     from strategies.options import QuorumOptions
     from strategies.quorum import Quorum
     from strategies.secagg import wrap_if_asked
 
-    strategy = Quorum(build(settings), settings.get(QuorumOptions).min_replies)
+    strategy = build(settings)
+    if settings.get(HEOptions).he and settings.strategy != "dp-fedavg":  # dp-fedavg: inside
+        from strategies import he
+
+        strategy = he.wrap(strategy, settings, "num-examples")
+    strategy = Quorum(strategy, settings.get(QuorumOptions).min_replies)
     return wrap_if_asked(strategy, settings)

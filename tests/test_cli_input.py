@@ -33,7 +33,7 @@ def test_an_unknown_flag_prints_one_line(capsys):
 
 
 @pytest.mark.parametrize(("argv", "flag"), [
-    (["run", "--he"], "--he"), (["run", "--client", "3"], "--client"),
+    (["run", "--hel"], "--hel"), (["run", "--client", "3"], "--client"),
     (["report", "x", "--ou", "y"], "--ou"), (["deploy", "--rou", "1"], "--rou"),
     (["sample", "x", "--form", "npz"], "--form")])
 def test_abbreviations_are_errors_in_every_command(capsys, argv, flag):

@@ -19,16 +19,19 @@ from fl_sim.app.client_mods import metrics_mod, privacy_mod
 from fl_sim.app.client_state import export_state, restore_state
 from fl_sim.app.faults import fault_mod
 from fl_sim.app.frozen import frozen_of
+from fl_sim.app.he_client import decrypt_sum, he_mod
 from fl_sim.app.settings import settings_of
 from fl_sim.options import RunConfig
 from fl_sim.record.recorder import NUM_EXAMPLES, PARTITION_ID, SECONDS
+from strategies.he import SUM_KEY
 from tasks import registry as task_registry
 from tasks.base import Partition, Task, Workspace
 
 # Outermost first: injected faults (fl_sim/app/faults.py) fire before any DP/SecAgg+ work;
-# privacy_mod is a no-op unless --strategy dp-fedavg or --secagg; metrics_mod, innermost,
-# strips private metrics under --client-metrics none.
-app = ClientApp(mods=[fault_mod, privacy_mod, metrics_mod])
+# he_mod encrypts the (clipped) update under --he; privacy_mod is a no-op unless
+# --strategy dp-fedavg or --secagg; metrics_mod, innermost, strips private metrics under
+# --client-metrics none.
+app = ClientApp(mods=[fault_mod, he_mod, privacy_mod, metrics_mod])
 
 
 @lru_cache(maxsize=4)
@@ -145,7 +148,12 @@ def evaluate(msg: Message, context: Context) -> Message:
 
 @app.query()
 def query(msg: Message, context: Context) -> Message:
-    """Name this node's partition (a resumed server asks before sending saved state)."""
+    """Decrypt the round's encrypted sum (``--he``), or name this node's partition.
+
+    A resumed server asks for the partition before sending saved state.
+    """
+    if SUM_KEY in msg.content:
+        return decrypt_sum(msg, context)
     partition = partition_of(context)
     return Message(
         RecordDict({"metrics": MetricRecord({PARTITION_ID: partition.index})}), reply_to=msg

@@ -73,30 +73,32 @@ def run(cfg: RunConfig, verbose: bool = False,
     from fl_core import flower
     from fl_sim.app.client_app import app as client_app
     from fl_sim.app.server_app import app as server_app
+    from fl_sim.run.he_keys import provisioned
 
     start_ray(cfg)
     if after_ray_start is not None:
         after_ray_start()
-    overrides = cfg.to_run_config()
-    run_record = flower.new_run(overrides)
-    flower.run_simulation(
-        num_supernodes=cfg.federation.clients,
-        client_app=client_app,
-        server_app=server_app,
-        backend_name="ray",
-        backend_config=backend_config(cfg),
-        app_dir=str(PROJECT_ROOT),
-        # Without is_app, Flower gives every ClientApp an empty context.run_config (it
-        # fuses app_dir's pyproject with the overrides only for apps loaded from a dir),
-        # and clients would silently train with pyproject defaults instead of the flags.
-        is_app=True,
-        run=run_record,
-        server_app_context=Context(
-            run_id=run_record.run_id, node_id=0, node_config={}, state=RecordDict(),
-            run_config=overrides,
-        ),
-        verbose_logging=verbose,
-    )
+    with provisioned(cfg) as cfg:  # --he: the run's CKKS keys, removed at the end
+        overrides = cfg.to_run_config()
+        run_record = flower.new_run(overrides)
+        flower.run_simulation(
+            num_supernodes=cfg.federation.clients,
+            client_app=client_app,
+            server_app=server_app,
+            backend_name="ray",
+            backend_config=backend_config(cfg),
+            app_dir=str(PROJECT_ROOT),
+            # Without is_app, Flower gives every ClientApp an empty context.run_config (it
+            # fuses app_dir's pyproject with the overrides only for apps loaded from a dir),
+            # and clients would silently train with pyproject defaults instead of the flags.
+            is_app=True,
+            run=run_record,
+            server_app_context=Context(
+                run_id=run_record.run_id, node_id=0, node_config={}, state=RecordDict(),
+                run_config=overrides,
+            ),
+            verbose_logging=verbose,
+        )
 
 
 def quiet_libraries(verbose: bool) -> None:
