@@ -106,3 +106,16 @@ def test_a_hostile_synthetic_file_is_refused_by_audit(tmp_path, capsys):
     err = _one_line_exit_2(capsys, ["audit", str(run), "--synthetic-file", str(release)])
     assert "release.npz" in err
     assert not (tmp_path / "marker").exists()
+
+
+def test_a_hostile_guide_file_is_refused_when_a_run_resumes(tmp_path):
+    from fl_core.safe_load import DamagedFile
+    from tasks.dcgan.weights import guide_path, round_zero, weights_path
+
+    weights_path(tmp_path, 0).parent.mkdir(parents=True)
+    torch.save({"generator.w": torch.zeros(2)}, weights_path(tmp_path, 0))
+    hostile_torch_file(guide_path(tmp_path), tmp_path / "marker", {"head.w": 1})
+    with pytest.raises(DamagedFile, match="guide.pt") as error:
+        round_zero(tmp_path)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "marker").exists()
