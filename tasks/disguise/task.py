@@ -86,7 +86,7 @@ def read_published(path: Path) -> tuple[np.ndarray, np.ndarray]:
             f"{path} does not exist: the disguise task's clients read the data owner's "
             "published data set from the run folder (run it with `python -m fl_sim run`, "
             "which sets run-dir)")
-    with np.load(path) as archive:
+    with np.load(path, allow_pickle=False) as archive:  # a run folder may come from anyone
         return archive["x"], archive["y"]
 
 
