@@ -28,14 +28,14 @@ def _ray_processes(ray_dir) -> list[str]:
     return [line for line in done.stdout.splitlines() if "pgrep" not in line]
 
 
-def _start(tmp_path, name: str) -> tuple[subprocess.Popen, dict]:
+def _start(tmp_path, name: str, *extra: str) -> tuple[subprocess.Popen, dict]:
     # Ray's socket paths must stay under 108 bytes: a short folder of its own.
     ray_dir = Path(tempfile.mkdtemp(prefix="ray-", dir="/tmp"))
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_TMPDIR": str(ray_dir)}
     log = tmp_path / f"{name}.log"
     proc = subprocess.Popen(  # output to a file: an unread pipe would block the run
         [sys.executable, "-m", "fl_sim", "run", "--task", "regression", "--clients", "3",
-         "--rounds", "6", "--local-epochs", "1000", "--checkpoint-every", "1",
+         "--rounds", "6", "--local-epochs", "1000", "--checkpoint-every", "1", *extra,
          "--out", str(tmp_path), "--run-name", name],
         cwd=REPO, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, text=True)
     return proc, {"ray_dir": ray_dir, "run_dir": tmp_path / name, "log": log}
@@ -91,3 +91,15 @@ def test_a_second_ctrl_c_ends_the_process_at_once(tmp_path):
     proc.wait(timeout=60)
     assert proc.returncode == 130
     assert time.monotonic() - sent < 15
+
+
+def test_an_interrupted_encrypted_run_leaves_no_secret_key(tmp_path):
+    pytest.importorskip("tenseal")
+    before = set(Path(tempfile.gettempdir()).glob("fl-sim-he-*"))
+    proc, where = _start(tmp_path, "he", "--he")
+    _wait_for_round(where["run_dir"], 1, proc)
+    assert set(Path(tempfile.gettempdir()).glob("fl-sim-he-*")) - before  # keys exist now
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    assert proc.returncode == 130, where["log"].read_text()[-2000:]
+    assert set(Path(tempfile.gettempdir()).glob("fl-sim-he-*")) == before

@@ -129,6 +129,7 @@ def simulate(cfg: RunConfig, verbose: bool = False,
     from pathlib import Path
 
     from fl_sim.record.summary import print_summary
+    from fl_sim.run.he_keys import remove_all as remove_keys
     from fl_sim.run.interrupts import ending_on_signal
     from fl_sim.run.lifecycle import RunLock, mark
 
@@ -139,6 +140,7 @@ def simulate(cfg: RunConfig, verbose: bool = False,
         name = "SIGTERM" if code == 143 else "Ctrl-C"
         print(f"\n{name}: stopping; finished rounds are in {run_dir}", file=sys.stderr,
               flush=True)
+        remove_keys()  # --he: the secret key goes before anything that could fail
         mark(run_dir, "interrupted")
         report_quietly(run_dir)
         if also_on_interrupt is not None:
