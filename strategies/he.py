@@ -204,7 +204,7 @@ class HomomorphicFedAvg(DelegatingStrategy):
                 ciphers[index] = cipher + ts.ckks_vector(self.context, noise.tolist())
         summed = ArrayRecord({f"{CIPHER_PREFIX}{i:06d}": Array(
             np.frombuffer(c.serialize(), dtype=np.uint8).copy()) for i, c in enumerate(ciphers)})
-        plain = self._decrypted(grid, ok[0], summed)
+        plain = self._decrypted(grid, ok, summed)
         arrays = unflatten(plain[:sum(template[k].numpy().size for k in template)] / total,
                            template)
         stand_ins = [Message(RecordDict({"arrays": ArrayRecord({"x": Array(np.zeros(1))}),
@@ -214,14 +214,23 @@ class HomomorphicFedAvg(DelegatingStrategy):
         return arrays, metrics
 
     @staticmethod
-    def _decrypted(grid: Grid, holder: Message, summed: ArrayRecord) -> np.ndarray:
-        query = Message(RecordDict({SUM_KEY: summed}), dst_node_id=holder.metadata.src_node_id,
-                        message_type="query")
-        answers = list(grid.send_and_receive([query], timeout=DECRYPT_TIMEOUT))
-        if not answers or answers[0].has_error():
-            reason = answers[0].error.reason if answers else "no reply"
-            raise RuntimeError(f"the key holder did not decrypt the sum: {reason}")
-        return answers[0].content[PLAIN_KEY]["sum"].numpy().astype(np.float64)
+    def _decrypted(grid: Grid, holders: list[Message], summed: ArrayRecord) -> np.ndarray:
+        """The sum's plaintext, from the first of the round's clients that answers.
+
+        Raises
+        ------
+        RuntimeError
+            If no client of the round decrypts it.
+        """
+        reasons = []
+        for holder in holders:
+            query = Message(RecordDict({SUM_KEY: summed}),
+                            dst_node_id=holder.metadata.src_node_id, message_type="query")
+            answers = list(grid.send_and_receive([query], timeout=DECRYPT_TIMEOUT))
+            if answers and not answers[0].has_error():
+                return answers[0].content[PLAIN_KEY]["sum"].numpy().astype(np.float64)
+            reasons.append(answers[0].error.reason if answers else "no reply")
+        raise RuntimeError(f"no key holder decrypted the sum: {'; '.join(reasons)}")
 
 
 class EncryptedNoiseClientSideFixedClipping(DifferentialPrivacyClientSideFixedClipping):

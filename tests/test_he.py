@@ -135,3 +135,33 @@ def test_without_provisioned_keys_the_server_says_how_to_start(tmp_path):
         registry.build_for_run(RunConfig.from_mapping({"he": True,
                                                        "he-keys": str(tmp_path / "x")}))
 
+
+
+def test_a_key_holder_that_does_not_answer_is_passed_over(keys):
+    """The first client asked to decrypt is gone; the next one of the round answers."""
+    from types import SimpleNamespace
+
+    from flwr.app import Array, ArrayRecord
+
+    secret = he.load_context(str(keys / he.SECRET_FILE))
+    vector = np.arange(5.0)
+    summed = he.encrypt(vector, secret, 4096)
+    asked = []
+
+    class Grid:
+        def send_and_receive(self, messages, *, timeout=None):
+            (query,) = messages
+            asked.append(query.metadata.dst_node_id)
+            if query.metadata.dst_node_id == 7:
+                return []  # dropped out
+            plain = he.decrypt(query.content[he.SUM_KEY], secret)
+            content = RecordDict({he.PLAIN_KEY: ArrayRecord({"sum": Array(plain)})})
+            return [SimpleNamespace(content=content, has_error=lambda: False)]
+
+    holders = [SimpleNamespace(metadata=SimpleNamespace(src_node_id=n)) for n in (7, 8)]
+    task_identity()
+    plain = he.HomomorphicFedAvg._decrypted(Grid(), holders, summed)
+    assert asked == [7, 8]
+    np.testing.assert_allclose(plain[:5], vector, atol=1e-6)
+    with pytest.raises(RuntimeError, match="no key holder"):
+        he.HomomorphicFedAvg._decrypted(Grid(), holders[:1], summed)

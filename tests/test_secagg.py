@@ -174,3 +174,20 @@ def test_a_client_that_drops_out_of_secagg_is_a_failed_row(tmp_path):
     assert sorted(rows["node_id"]) == [1, 2, 3, 4]
     status = dict(zip(rows["node_id"], rows["status"], strict=True))
     assert status == {1: "ok", 2: "ok", 3: "ok", 4: "failed"}
+
+
+@pytest.mark.parametrize(("secagg", "kept"), [(True, {"num-examples"}),
+                                              (False, {"num-examples", "loss"})])
+def test_evaluation_replies_carry_no_private_metric_under_secagg(secagg, kept):
+    from fl_sim.app.client_mods import metrics_mod
+
+    config, _ = build(secagg=secagg)
+    context = SimpleNamespace(run_config=config.to_run_config(), state=RecordDict())
+    msg = SimpleNamespace(metadata=SimpleNamespace(message_type="evaluate"))
+
+    def evaluate(m, c):
+        content = RecordDict({"metrics": MetricRecord({"num-examples": 5, "loss": 0.3})})
+        return SimpleNamespace(content=content, has_error=lambda: False)
+
+    reply = metrics_mod(msg, context, evaluate)
+    assert set(reply.content["metrics"]) == kept

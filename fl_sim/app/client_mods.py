@@ -27,15 +27,22 @@ reply carries under ``--client-metrics none``, and what SecAgg+ leaves in clear.
 
 
 def metrics_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Message:
-    """Under ``--client-metrics none``, strip every metric but :data:`CLEAR` from replies.
+    """Strip every metric but :data:`CLEAR` from replies that must not carry private ones.
 
     Losses, accuracies and evaluation results are computed on a client's private data and
-    no epsilon covers them; with ``none`` only the example count (FedAvg's weight), the
-    partition id, the task's seconds and the sample-level epsilon leave the client. It
-    runs innermost, so the clipping bit Flower's mod adds afterwards still travels.
+    no epsilon covers them; with ``--client-metrics none`` only the example count
+    (FedAvg's weight), the partition id, the task's seconds and the sample-level epsilon
+    leave the client. Under ``--secagg`` evaluation replies are stripped too: SecAgg+
+    covers the training round only, and the metrics that are sent must go through its
+    secure sum (the training metrics do, :mod:`strategies.secagg`). It runs innermost, so
+    the clipping bit Flower's mod adds afterwards still travels.
     """
     reply = call_next(msg, context)
-    if settings_of(context.run_config).replies.client_metrics == "all" or reply.has_error():
+    settings = settings_of(context.run_config)
+    evaluation = msg.metadata.message_type.split(".")[0] == "evaluate"
+    private = settings.replies.client_metrics == "none" or (settings.secagg.secagg
+                                                            and evaluation)
+    if not private or reply.has_error():
         return reply
     for name, record in reply.content.metric_records.items():
         reply.content[name] = type(record)({k: v for k, v in record.items() if k in CLEAR})
