@@ -10,6 +10,7 @@ each command imports what it needs when it runs.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -217,6 +218,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         if overrides.get(key):
             raise OptionError(key, "is for `run` (Ray simulation) only, not for `deploy` "
                               "(docs/deployment-and-scale.md says why)")
+    if not (math.isfinite(args.deploy_timeout) and args.deploy_timeout > 0):
+        raise OptionError("deploy-timeout", f"must be a finite number > 0, got "
+                          f"{args.deploy_timeout!r}")
     cfg = lifecycle.claim_run_dir(RunConfig.from_mapping(overrides))
     from fl_sim.record.summary import print_summary
     from fl_sim.run import deploy
@@ -224,6 +228,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from fl_sim.run.interrupts import terminate_as_interrupt
 
     run_dir = Path(cfg.run.run_dir)
+    lock = lifecycle.RunLock(run_dir).acquire()
     try:
         # --he: the run's CKKS keys exist while it runs
         with terminate_as_interrupt() as codes, provisioned(cfg) as keyed:
@@ -237,6 +242,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         lifecycle.mark(run_dir, "failed")
         print(f"fl_sim: deployment failed: {error}", file=sys.stderr)
         return 1
+    finally:
+        lock.release()
     if status != "finished:completed":
         lifecycle.mark(run_dir, "failed")
         print(f"fl_sim: run ended {status}; see {run_dir}/deploy/", file=sys.stderr)

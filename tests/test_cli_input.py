@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -125,3 +126,29 @@ def test_resume_of_a_running_run_is_refused(tmp_path, capsys):
     assert json.loads((run / lock.NAME).read_text())["pid"] == os.getpid()
     lock.release()
     assert not (run / lock.NAME).exists()
+
+
+def test_of_simultaneous_lock_takers_exactly_one_wins(tmp_path):
+    """Processes released together all try to lock one run folder: one gets it."""
+    script = (
+        "import sys, time; from pathlib import Path; from fl_sim.run.lifecycle import RunLock;"
+        "from fl_sim.options import OptionError\n"
+        "start = float(sys.argv[1])\n"
+        "while time.time() < start: pass\n"
+        "try:\n"
+        f"    RunLock(Path({str(tmp_path)!r})).acquire(); print('won', flush=True)\n"
+        "    time.sleep(3)\n"
+        "except OptionError: print('refused', flush=True)\n")
+    start = f"{time.time() + 4:.3f}"
+    takers = [subprocess.Popen([sys.executable, "-c", script, start], cwd=REPO,
+                               stdout=subprocess.PIPE, text=True) for _ in range(6)]
+    outcomes = sorted(p.communicate(timeout=60)[0].strip() for p in takers)
+    assert outcomes == ["refused"] * 5 + ["won"]
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-1", "0"])
+def test_deploy_timeout_must_be_finite_and_positive(tmp_path, capsys, value):
+    assert main(["deploy", "--deploy-timeout", value, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--deploy-timeout: must be a finite number > 0" in err
+    assert not (tmp_path / "o").exists()

@@ -12,6 +12,7 @@ import json
 import os
 import platform
 import socket
+import time
 from dataclasses import replace
 from datetime import UTC, datetime
 from importlib import metadata
@@ -143,6 +144,10 @@ def resume_config(overrides: dict[str, Any]) -> RunConfig:
     return cfg
 
 
+FRESH_SECONDS = 5.0
+"""A lock file younger than this that cannot be read yet is being written, so held."""
+
+
 class RunLock:
     """One process at a time writes a run folder: ``.fl-sim.lock`` holds its pid and host.
 
@@ -165,10 +170,16 @@ class RunLock:
     def holder(self) -> dict[str, Any] | None:
         """The live process holding the lock, or None (free or stale)."""
         try:
-            owner = json.loads(self.path.read_text())
+            text = self.path.read_text()
+        except OSError:
+            return None  # missing
+        try:
+            owner = json.loads(text)
             pid, host = int(owner["pid"]), str(owner["host"])
-        except (OSError, ValueError, KeyError, TypeError):
-            return None  # missing, torn or foreign: nobody holds it
+        except (ValueError, KeyError, TypeError):
+            if time.time() - self.path.stat().st_mtime < FRESH_SECONDS:
+                return {"pid": "?", "host": "a process starting now"}  # being written
+            return None  # torn long ago or foreign: nobody holds it
         if host != socket.gethostname():
             return owner  # another machine's process: cannot tell, so respect it
         if pid == os.getpid():
@@ -182,22 +193,32 @@ class RunLock:
         return owner
 
     def acquire(self) -> RunLock:
-        """Take the lock.
+        """Take the lock: created exclusively (``O_EXCL``), so of two processes one wins.
 
         Raises
         ------
         OptionError
             Naming ``--resume`` and the process that holds it, if the run is running.
         """
-        owner = self.holder()
-        if owner is not None:
-            raise OptionError("resume", f"{self.path.parent} is running (process "
-                                        f"{owner['pid']} on {owner['host']}); wait for it to "
-                                        "end or stop it first")
-        write_json(self.path, {"pid": os.getpid(), "host": socket.gethostname(),
-                               "since": now()})
-        self.held = True
-        return self
+        for _ in range(3):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                owner = self.holder()
+                if owner is not None:
+                    raise OptionError("resume", f"{self.path.parent} is running (process "
+                                                f"{owner['pid']} on {owner['host']}); wait "
+                                                "for it to end or stop it first") from None
+                self.path.unlink(missing_ok=True)  # stale: take it over
+                continue
+            with os.fdopen(fd, "w") as handle:
+                json.dump({"pid": os.getpid(), "host": socket.gethostname(), "since": now()},
+                          handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            self.held = True
+            return self
+        raise OptionError("resume", f"{self.path} is being taken by another process; retry")
 
     def release(self) -> None:
         """Remove the lock if this process holds it."""
