@@ -219,8 +219,8 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             raise OptionError(key, "is for `run` (Ray simulation) only, not for `deploy` "
                               "(docs/deployment-and-scale.md says why)")
     if not (math.isfinite(args.deploy_timeout) and args.deploy_timeout > 0):
-        raise OptionError("deploy-timeout", f"must be a finite number > 0, got "
-                          f"{args.deploy_timeout!r}")
+        raise UsageError("--deploy-timeout", f"must be a finite number > 0, got "
+                         f"{args.deploy_timeout!r}")
     cfg = lifecycle.claim_run_dir(RunConfig.from_mapping(overrides))
     from fl_sim.record.summary import print_summary
     from fl_sim.run import deploy
