@@ -119,3 +119,16 @@ def test_a_hostile_guide_file_is_refused_when_a_run_resumes(tmp_path):
         round_zero(tmp_path)
     assert "\n" not in str(error.value)
     assert not (tmp_path / "marker").exists()
+
+
+def test_a_hostile_published_disguise_data_set_is_refused(tmp_path):
+    from fl_core.safe_load import DamagedFile
+    from tasks.disguise.task import read_published
+    from tests.data_files import Payload
+
+    path = tmp_path / "published.npz"
+    np.savez(path, x=np.array([Payload(tmp_path / "marker")], dtype=object), y=np.zeros(1))
+    with pytest.raises(DamagedFile, match="published.npz") as error:
+        read_published(path)
+    assert "\n" not in str(error.value)
+    assert not (tmp_path / "marker").exists()

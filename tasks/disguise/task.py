@@ -26,6 +26,7 @@ disguises, which is what ``central_evaluate`` reports as ``accuracy``.
 from __future__ import annotations
 
 import time
+import zipfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from functools import cached_property
@@ -38,6 +39,7 @@ from flwr.app import ArrayRecord, RecordDict
 
 from fl_core.atomic import replacing, write_json
 from fl_core.options import Settings
+from fl_core.safe_load import DamagedFile
 from tasks.base import Partition, Workspace
 from tasks.classifier import ImageClassifierBase
 from tasks.disguise import metrics as disguise_metrics
@@ -86,8 +88,11 @@ def read_published(path: Path) -> tuple[np.ndarray, np.ndarray]:
             f"{path} does not exist: the disguise task's clients read the data owner's "
             "published data set from the run folder (run it with `python -m fl_sim run`, "
             "which sets run-dir)")
-    with np.load(path, allow_pickle=False) as archive:  # a run folder may come from anyone
-        return archive["x"], archive["y"]
+    try:
+        with np.load(path, allow_pickle=False) as archive:  # a run folder may come from anyone
+            return archive["x"], archive["y"]
+    except (ValueError, KeyError, OSError, zipfile.BadZipFile) as error:
+        raise DamagedFile(path, f"not a published disguise data set ({error})") from None
 
 
 class DisguiseTask(ImageClassifierBase):
