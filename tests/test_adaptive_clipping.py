@@ -139,3 +139,25 @@ def test_dp_fedavg_adaptive_is_the_corrected_wrapper(side):
     wanted = ServerSideAdaptiveClipping if side == "server" else ClientSideAdaptiveClipping
     assert type(strategy.strategy) is wanted
     assert strategy.accounted_by == "fl-sim-rdp"
+
+
+def test_the_fix_leaves_the_accounting_of_a_released_round_unchanged():
+    """With the clip held still (a vanishing learning rate), Flower's update and the corrected
+    one release the same noise, and the accountant charges them the same epsilon."""
+    from fl_core.flower import RdpAccountant
+    from strategies.dp import ClientLevelDP, privacy_config
+
+    config = RunConfig.from_mapping({"strategy": "dp-fedavg", "dp-clip": "adaptive",
+                                     "clients": CLIENTS, "server-noise-multiplier": 0.1,
+                                     "clipped-count-stddev": SMALL_COUNT_NOISE})
+    epsilons = {}
+    for fixed in (True, False):
+        np.random.seed(0)
+        inner = build("server", fixed, initial=5.5, lr=1e-12)
+        strategy = ClientLevelDP(inner, RdpAccountant(privacy_config(config)), CLIENTS,
+                                 "fl-sim-rdp")
+        for server_round in (1, 2, 3):
+            one_round(strategy, server_round)
+        epsilons[fixed] = strategy.privacy_row(3)["epsilon"]
+    assert epsilons[True] == pytest.approx(epsilons[False], rel=1e-9)
+    assert 0 < epsilons[True] < float("inf")
