@@ -19,6 +19,7 @@ from fl_core.federation import TASK_DEFAULTED, FederationOptions
 from fl_core.options import (
     OptionError,
     Options,
+    Settings,
     at_least,
     coerce,
     flag_of,
@@ -74,6 +75,15 @@ class RunOptions(Options):
     checkpoint_every: int = option(0, "write a resumable checkpoint every K rounds (0: never)",
                                    check=at_least(0))
     resume: str = option("", "continue the killed run in this folder to its planned rounds")
+
+    def validate(self, settings: Settings) -> None:
+        """Checkpoints need each client's saved state in its train reply; SecAgg+ drops it."""
+        if self.checkpoint_every and settings.get(SecAggOptions).secagg:
+            raise OptionError(
+                "checkpoint-every", "cannot be combined with --secagg: SecAgg+'s client mod "
+                "replaces the whole train reply, so clients' saved state (their accountant "
+                "history) could not reach the checkpoint, and a resume would restart every "
+                "client's epsilon at zero")
 
 
 @group("Resources (Ray)")

@@ -152,3 +152,8 @@ def test_deploy_timeout_must_be_finite_and_positive(tmp_path, capsys, value):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--deploy-timeout: must be a finite number > 0" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_checkpoints_and_secagg_are_refused_together():
+    with pytest.raises(OptionError, match=r"^--checkpoint-every: .*--secagg.*epsilon"):
+        RunConfig.from_mapping({"checkpoint-every": 1, "secagg": True, "clients": 4})
