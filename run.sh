@@ -17,7 +17,9 @@ if [ -z "$PYTHON" ]; then
   done
 fi
 
-stamp_of() { cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1; }
+# Reinstall only when what pip installs from changes (tools/install_stamp.py): editing a
+# default in pyproject's [tool.flwr.app.config] needs no network.
+stamp_of() { "$PYTHON" tools/install_stamp.py .; }
 
 bootstrap() {
   local want; want="$(stamp_of)"
@@ -26,7 +28,6 @@ bootstrap() {
   fi
   echo "fl-sim: installing pinned dependencies into $VENV (first run takes a minute) ..." >&2
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
   # torch==2.13.0 is pinned in pyproject and constraints: pip never pulls the CUDA build.
   "$VENV/bin/python" -m pip install --quiet -c constraints.txt -e ".[test]" >&2
   echo "$want" > "$VENV/.fl-sim-stamp"
