@@ -138,6 +138,10 @@ def test_plain_progress_line():
         assert text in line
     assert progress_line({"round": 0, "server_loss": 3.0}, 5) == "round 0/5  server_loss 3"
     assert "epsilon_client_level 0.75" in progress_line({**ROW, "epsilon_client_level": 0.75}, 5)
+    client = progress_line({**ROW, "epsilon": 0.75, "epsilon_level": "client"}, 5)
+    assert "epsilon 0.75" in client and "epsilon_max 1.5" in client
+    sample = progress_line({**ROW, "epsilon": 1.5, "epsilon_level": "sample"}, 5)
+    assert "epsilon 1.5" not in sample.replace("epsilon_max 1.5", "")  # shown once
 
 
 class Tty(io.StringIO):

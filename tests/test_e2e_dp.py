@@ -45,6 +45,12 @@ def test_privacy_csv_rows_and_epsilon(run_dir):
     assert (privacy["clipping_norm"] == 0.5).all() and (privacy["population"] == 6).all()
     assert (privacy["sampled_clients"] == 3).all()
     assert (privacy["accountant"] == "flower-rdp").all()
+    # the client-level epsilon is where users look too: rounds.csv and the progress lines
+    rounds = pd.read_csv(run_dir[0] / "rounds.csv").set_index("round")
+    for r in (1, 2):
+        assert rounds.loc[r, "epsilon"] == pytest.approx(privacy["epsilon"].iloc[r - 1])
+        assert rounds.loc[r, "epsilon_level"] == "client" and rounds.loc[r, "delta"] == 1e-5
+    assert f"epsilon {privacy['epsilon'].iloc[0]:.4g}" in run_dir[1]
 
 
 def test_budget_stop_recorded_and_last_allowed_model_kept(run_dir):

@@ -70,3 +70,25 @@ def test_recording_strategy_leaves_the_wrapped_strategy_in_charge():
     inner = FedAvg(fraction_train=0.3)
     wrapped = RecordingStrategy(inner, RunRecorder.__new__(RunRecorder))
     assert wrapped.fraction_train == 0.3  # attributes reach through
+
+
+@pytest.mark.parametrize(("client_level", "level", "headline"), [
+    (None, "sample", 2.5), (0.75, "client", 0.75)])
+def test_each_round_row_carries_the_headline_epsilon_and_its_delta(tmp_path, client_level,
+                                                                  level, headline):
+    writer = ResultsWriter(tmp_path, [], ["loss"])
+    recorder = RunRecorder(writer, "run", delta=1e-5)
+    recorder._epsilons = {0: 1.5, 1: 2.5}  # the clients' sample-level epsilons so far
+    row = recorder.end_round(1, {"loss": 0.1}, client_level_epsilon=client_level)
+    writer.close()
+    assert (row["epsilon"], row["epsilon_level"], row["delta"]) == (headline, level, 1e-5)
+    assert row["epsilon_max"] == 2.5
+    written = pd.read_csv(tmp_path / "rounds.csv").iloc[0]
+    assert written["epsilon"] == headline and written["epsilon_level"] == level
+
+
+def test_no_epsilon_columns_without_privacy(tmp_path):
+    writer = ResultsWriter(tmp_path, [], ["loss"])
+    row = RunRecorder(writer, "run", delta=1e-5).end_round(1, {"loss": 0.1})
+    writer.close()
+    assert "epsilon" not in row and "epsilon_level" not in row

@@ -89,7 +89,7 @@ def main(grid: Grid, context: Context) -> None:
     progress = RoundProgress(rounds, choose_mode(cfg.run.quiet))
     recorder = RunRecorder(writer, run_id, on_round=progress.on_round,
                            min_replies=cfg.quorum.min_replies,
-                           deadline=cfg.run.round_timeout)
+                           deadline=cfg.run.round_timeout, delta=cfg.federation.delta)
     base = strategy_registry.build_for_run(cfg)
     privacy = PrivacyLog.attach(writer, run_id, base)  # None unless client-level DP
     checkpointer = checkpoint.Checkpointer(
@@ -124,7 +124,8 @@ def main(grid: Grid, context: Context) -> None:
         if artifacts is not None:
             artifacts.after_round(server_round, arrays)
         writer.save_state_dict(arrays.to_torch_state_dict())
-        row = recorder.end_round(server_round, metrics)
+        row = recorder.end_round(server_round, metrics, client_level_epsilon=(
+            privacy.epsilon(server_round) if privacy and server_round > 0 else None))
         if privacy:
             privacy.end_round(server_round, row)
         last.update(round=server_round, arrays=arrays)

@@ -38,6 +38,10 @@ class PrivacyLog:
         """A log if ``strategy`` accounts client-level privacy, else None (no privacy.csv)."""
         return cls(writer, run_id, strategy) if hasattr(strategy, "privacy_row") else None
 
+    def epsilon(self, server_round: int) -> float:
+        """The client-level epsilon after ``server_round`` (its privacy.csv ``epsilon``)."""
+        return float(self.strategy.privacy_row(server_round)["epsilon"])
+
     def end_round(self, server_round: int, round_row: Mapping[str, Any]) -> None:
         """Append the row of a finished round (round 0, the initial model, has none)."""
         if server_round <= 0:

@@ -29,7 +29,9 @@ def metrics_text(row: Mapping[str, Any]) -> str:
     Any other key naming an epsilon (e.g. a client-level one a DP strategy adds to the
     round row) is shown too, so privacy spent is never hidden.
     """
-    keys = [*SHOWN, *(k for k in row if "epsilon" in k and k not in SHOWN)]
+    # ``epsilon`` (the headline) repeats ``epsilon_max`` unless it is the client-level one
+    shown = [*SHOWN, "epsilon"] if row.get("epsilon_level") == "client" else SHOWN
+    keys = [*shown, *(k for k in row if "epsilon" in k and k not in (*shown, "epsilon"))]
     return "  ".join(f"{key} {row[key]:.4g}" for key in keys if _is_number(row.get(key)))
 
 

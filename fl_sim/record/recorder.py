@@ -63,6 +63,8 @@ class RunRecorder:
     deadline : float, optional
         ``--round-timeout``: a reply whose own time plus its injected delay exceeds it
         came too late (:meth:`accepts`).
+    delta : float, optional
+        ``--delta``, written beside every epsilon of rounds.csv.
     """
 
     def __init__(
@@ -72,12 +74,14 @@ class RunRecorder:
         on_round: Callable[[dict[str, Any]], None] | None = None,
         min_replies: int = 1,
         deadline: float | None = None,
+        delta: float | None = None,
     ) -> None:
         self.writer = writer
         self.run_id = run_id
         self.on_round = on_round
         self.min_replies = min_replies
         self.deadline = deadline
+        self.delta = delta
         self._late: set[tuple[int, str, int]] = set()
         self._partition_of: dict[int, int] = {}
         self._round: dict[str, Any] = {}
@@ -136,9 +140,15 @@ class RunRecorder:
 
     # --- server side ---------------------------------------------------------------
     def end_round(
-        self, server_round: int, server_metrics: Mapping[str, float] | None, status: str = "ok"
+        self, server_round: int, server_metrics: Mapping[str, float] | None, status: str = "ok",
+        client_level_epsilon: float | None = None,
     ) -> dict[str, Any]:
-        """Write the rounds.csv row of ``server_round`` (0 = the initial model)."""
+        """Write the rounds.csv row of ``server_round`` (0 = the initial model).
+
+        ``epsilon`` is the round's headline: the client-level epsilon where DP-FedAvg
+        accounts one (``client_level_epsilon``), else the largest sample-level one
+        (``epsilon_max``); ``epsilon_level`` says which, ``delta`` at what delta.
+        """
         row = {k: v for k, v in self._round.items() if not k.endswith("_sampled")}
         if server_round == 0:
             row = {}
@@ -149,6 +159,11 @@ class RunRecorder:
             row[f"server_{key}"] = value
         if self._epsilons and server_round > 0:
             row["epsilon_max"] = max(self._epsilons.values())
+        if server_round > 0 and (client_level_epsilon is not None or "epsilon_max" in row):
+            client = client_level_epsilon is not None
+            row["epsilon"] = client_level_epsilon if client else row["epsilon_max"]
+            row["epsilon_level"] = "client" if client else "sample"
+            row["delta"] = "" if self.delta is None else self.delta
         row["seconds"] = round(time.perf_counter() - self._started, 4) if server_round else ""
         known = set(self.writer.rounds.columns)
         self.writer.rounds.append([{k: v for k, v in row.items() if k in known}])

@@ -23,7 +23,7 @@ CLIENT_TRAILING = ("epsilon", "seconds", "status")
 ROUND_COLUMNS = ("run_id", "round")
 ROUND_TRAILING = (
     "train_replies", "train_failures", "evaluate_replies", "evaluate_failures",
-    "epsilon_max", "seconds", "status",
+    "epsilon_max", "epsilon", "epsilon_level", "delta", "seconds", "status",
 )
 
 # --- client-level privacy (DP-FedAvg) ---

@@ -36,7 +36,7 @@ MAIN_METRICS: tuple[tuple[str, bool], ...] = (
 )
 # Columns of rounds.csv that are bookkeeping, never a metric.
 ROUND_BOOKKEEPING = {
-    "run_id", "round", "status", "seconds", "epsilon_max",
+    "run_id", "round", "status", "seconds", "epsilon_max", "epsilon", "epsilon_level", "delta",
     "train_replies", "train_failures", "evaluate_replies", "evaluate_failures",
 }
 CLIENT_BOOKKEEPING = {
