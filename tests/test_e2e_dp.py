@@ -51,6 +51,8 @@ def test_privacy_csv_rows_and_epsilon(run_dir):
         assert rounds.loc[r, "epsilon"] == pytest.approx(privacy["epsilon"].iloc[r - 1])
         assert rounds.loc[r, "epsilon_level"] == "client" and rounds.loc[r, "delta"] == 1e-5
     assert f"epsilon {privacy['epsilon'].iloc[0]:.4g}" in run_dir[1]
+    assert (f"privacy: client-level epsilon {privacy['epsilon'].iloc[1]:.4g} at delta 1e-05 "
+            "after round 2") in run_dir[1]
 
 
 def test_budget_stop_recorded_and_last_allowed_model_kept(run_dir):

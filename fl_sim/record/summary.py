@@ -45,12 +45,32 @@ def summary_table(run_dir: Path) -> Table:
     return table
 
 
+def privacy_line(run_dir: Path) -> str | None:
+    """``privacy: client-level epsilon 7.08 at delta 1e-05 after round 2``, or None."""
+    try:
+        rounds = pd.read_csv(run_dir / "rounds.csv")
+    except (OSError, pd.errors.EmptyDataError):
+        return None
+    if "epsilon" not in rounds.columns:
+        return None
+    spent = rounds[rounds["epsilon"].notna()]
+    if spent.empty:
+        return None
+    last = spent.iloc[-1]
+    return (f"privacy: {last['epsilon_level']}-level epsilon {_fmt(float(last['epsilon']))} "
+            f"at delta {_fmt(float(last['delta']))} after round {int(last['round'])}")
+
+
 def print_summary(run_dir: Path) -> None:
-    """Print the summary table, the global model's headline numbers and the folder."""
+    """Print the summary table, the global model's headline numbers, the privacy spent and
+    the folder."""
     console = Console()
     console.print(summary_table(run_dir))
     summary_path = run_dir / "summary.json"
     if summary_path.exists():
         final = json.loads(summary_path.read_text())
         console.print("global model: " + ", ".join(f"{k} {_fmt(v)}" for k, v in final.items()))
+    line = privacy_line(run_dir)
+    if line:
+        console.print(line)
     console.print(f"results: {run_dir}")
