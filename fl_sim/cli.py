@@ -72,13 +72,21 @@ def add_run_flags(parser: argparse.ArgumentParser) -> None:
                 kwargs["metavar"] = spec.key.upper().replace("-", "_")
             section.add_argument(spec.flag, **kwargs)
     parser.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
+    parser.add_argument("--config", metavar="FILE.toml", default=None,
+                        help="run-config keys as in [tool.flwr.app.config]; flags win")
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
-    """The run-config keys the user set on the command line."""
-    return {spec.key: getattr(args, spec.attribute)
-            for group in option_groups() for spec in group.specs()
-            if getattr(args, spec.attribute, None) is not None}
+    """The run-config keys the user set: ``--config``'s file, then the flags over it."""
+    keys: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        from fl_sim.config_file import read_config_file
+
+        keys.update(read_config_file(args.config))
+    keys.update({spec.key: getattr(args, spec.attribute)
+                 for group in option_groups() for spec in group.specs()
+                 if getattr(args, spec.attribute, None) is not None})
+    return keys
 
 
 def build_parser() -> argparse.ArgumentParser:
