@@ -24,6 +24,32 @@ from torch import nn
 
 from tasks.options import ACCOUNTANTS, GRAD_SAMPLE_MODES
 
+VERBOSE_ENV = "FL_SIM_VERBOSE"
+"""Set (by ``--verbose``) to see the library warnings :func:`quiet_known_warnings` hides."""
+KNOWN_WARNINGS = (
+    # Opacus, once per client process: its secure RNG needs torchcsprng, which cannot be
+    # installed here (docs/privacy-guarantees.md); the user cannot act on it.
+    "Secure RNG turned off",
+    # torch, from Opacus's per-sample hooks when D's input needs no gradient (the D step on
+    # real images): expected, and the per-sample gradients are right.
+    "Full backward hook is firing when gradients are computed with respect to module "
+    "outputs since no inputs require gradients",
+)
+
+
+def quiet_known_warnings() -> None:
+    """Hide :data:`KNOWN_WARNINGS` in this process, unless ``FL_SIM_VERBOSE`` is set."""
+    import os
+    import warnings
+
+    if os.environ.get(VERBOSE_ENV):
+        return
+    for message in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", message=message, category=UserWarning)
+
+
+quiet_known_warnings()
+
 STATE_KEY = "dp-accountant"
 
 

@@ -37,7 +37,7 @@ def backend_config(cfg: RunConfig) -> dict[str, Any]:
     }
 
 
-def start_ray(cfg: RunConfig) -> None:
+def start_ray(cfg: RunConfig, verbose: bool = False) -> None:
     """Start (or join) Ray in this process, as Flower's Ray backend would.
 
     Flower starts Ray only if it is not running yet; starting it here first lets the run
@@ -49,13 +49,18 @@ def start_ray(cfg: RunConfig) -> None:
 
     import ray
 
+    from tasks.dp_sgd import VERBOSE_ENV
+
     if ray.is_initialized():
         return
     pythonpath = os.pathsep.join(sys.path)
     if os.environ.get("PYTHONPATH"):
         pythonpath = f"{pythonpath}{os.pathsep}{os.environ['PYTHONPATH']}"
     os.environ["PYTHONPATH"] = pythonpath
-    ray.init(runtime_env={"env_vars": {"PYTHONPATH": pythonpath}},
+    env_vars = {"PYTHONPATH": pythonpath}
+    if verbose:  # the clients show the library warnings tasks.dp_sgd hides
+        env_vars[VERBOSE_ENV] = os.environ[VERBOSE_ENV] = "1"
+    ray.init(runtime_env={"env_vars": env_vars},
              **backend_config(cfg)["init_args"])
 
 
@@ -75,7 +80,7 @@ def run(cfg: RunConfig, verbose: bool = False,
     from fl_sim.app.server_app import app as server_app
     from fl_sim.run.he_keys import provisioned
 
-    start_ray(cfg)
+    start_ray(cfg, verbose)
     if after_ray_start is not None:
         after_ray_start()
     with provisioned(cfg) as cfg:  # --he: the run's CKKS keys, removed at the end
