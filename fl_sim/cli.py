@@ -56,12 +56,19 @@ def _help_for(spec: Spec) -> str:
     return f"{text} (default: {spec.default!r})"
 
 
-def add_run_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per declared option, grouped as declared; an absent flag keeps the default."""
+RAY_ONLY = ("resume", "ray-address")
+"""Run options a Ray simulation takes and the Deployment Engine launcher does not."""
+
+
+def add_run_flags(parser: argparse.ArgumentParser, skip: Sequence[str] = ()) -> None:
+    """One flag per declared option, grouped as declared; an absent flag keeps the default.
+
+    ``skip``: keys the command does not take, so that its ``--help`` does not list them.
+    """
     for group in option_groups():
         section = parser.add_argument_group(group.title)
         for spec in group.specs():
-            if spec.hidden:
+            if spec.hidden or spec.key in skip:
                 continue
             kwargs: dict[str, Any] = {"dest": spec.attribute, "default": None,
                                       "help": _help_for(spec)}
@@ -130,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start a SuperLink and --clients SuperNodes on 127.0.0.1 (insecure, local "
         "use), `flwr run` the app, wait, stop them all; writes results/<run-id>/.",
     )
-    add_run_flags(deploy)
+    add_run_flags(deploy, skip=RAY_ONLY)
     deploy.add_argument("--deploy-timeout", type=float, default=3600.0,
                         help="seconds to wait for the run to finish (default: 3600)")
     deploy.set_defaults(handler=cmd_deploy)
@@ -222,7 +229,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from fl_sim.run import lifecycle
 
     overrides = overrides_from(args)
-    for key in ("resume", "ray-address"):
+    for key in RAY_ONLY:  # a --config file may still name them
         if overrides.get(key):
             raise OptionError(key, "is for `run` (Ray simulation) only, not for `deploy` "
                               "(docs/deployment-and-scale.md says why)")
@@ -234,6 +241,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     from fl_sim.run import deploy
     from fl_sim.run.he_keys import provisioned
     from fl_sim.run.interrupts import terminate_as_interrupt
+    from fl_sim.run.simulation import report_quietly
 
     run_dir = Path(cfg.run.run_dir)
     lock = lifecycle.RunLock(run_dir).acquire()
@@ -245,18 +253,22 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         lifecycle.mark(run_dir, "interrupted")
         print(f"interrupted; every process stopped; finished rounds are in {run_dir}",
               file=sys.stderr)
+        report_quietly(run_dir)
         return codes["exit"]
     except deploy.DeployError as error:
         lifecycle.mark(run_dir, "failed")
         print(f"fl_sim: deployment failed: {error}", file=sys.stderr)
+        report_quietly(run_dir)
         return 1
     finally:
         lock.release()
     if status != "finished:completed":
         lifecycle.mark(run_dir, "failed")
         print(f"fl_sim: run ended {status}; see {run_dir}/deploy/", file=sys.stderr)
+        report_quietly(run_dir)
         return 1
     print_summary(run_dir)
+    report_quietly(run_dir)  # every run ends with its report, deployed ones too
     return 0
 
 

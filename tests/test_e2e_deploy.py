@@ -49,6 +49,8 @@ def test_deploy_three_supernodes_two_rounds(tmp_path):
     assert rounds["server_loss"].iloc[2] < rounds["server_loss"].iloc[0]
     config = json.loads((run_dir / "config.json").read_text())
     assert config["status"] == "finished" and config["settings"]["clients"] == 3
+    assert (run_dir / "report" / "index.html").exists()  # every run ends with its report
+    assert f"report: {run_dir / 'report' / 'index.html'}" in done.stdout
     assert {p.name for p in (run_dir / "deploy").iterdir()} >= {
         "superlink.log", "supernode-0.log", "supernode-2.log", "flwr.log"}
     port = re.search(r"SuperLink 127\.0\.0\.1:(\d+)", done.stdout).group(1)
@@ -60,3 +62,10 @@ def test_deploy_three_supernodes_two_rounds(tmp_path):
 def test_deploy_refuses_ray_flags(tmp_path):
     done = run_cli("deploy", "--ray-address", "127.0.0.1:1", "--out", str(tmp_path))
     assert done.returncode == 2 and "--ray-address" in done.stderr
+    listed = run_cli("deploy", "--help").stdout
+    assert "--ray-address" not in listed and "--resume" not in listed  # not offered
+    assert "--clients" in listed and "--deploy-timeout" in listed
+    config = tmp_path / "ray.toml"
+    config.write_text('ray-address = "127.0.0.1:1"\n')
+    done = run_cli("deploy", "--config", str(config), "--out", str(tmp_path))
+    assert done.returncode == 2 and "is for `run`" in done.stderr
