@@ -2,7 +2,7 @@
 
 Each client flattens its trained model, multiplies it by its FedAvg weight, encrypts it
 under the federation's CKKS context and sends the ciphertexts, with the weight in clear.
-The server holds the context without its secret key (:func:`public_context`): it adds
+The server holds the context without its secret key (:func:`public_copy`): it adds
 the ciphertexts, and under DP-FedAvg adds its Gaussian noise to the encrypted sum, then
 asks one client of the round, a key holder, to decrypt that one sum (a ``query``
 message). It learns the sum and nothing of a single update, as with SecAgg+; unlike
@@ -13,7 +13,7 @@ server). NVFlare's HE aggregator uses the same library and the same division of 
 Only addition happens on ciphertexts (the weights multiply the plaintext before
 encryption), so the context needs no multiplicative depth: ``[60, 40, 40, 60]`` bits at
 degree 8192 (200 of the 218 bits the HE standard allows for 128-bit security) and
-``[60, 40, 40, 40, 40, 60]`` at 16384 (280 of 438), with a scale of ``2**scale_bits``.
+``[60, 40, 40, 40, 40, 60]`` at 16384 (280 of 438), with a scale of ``2**SCALE_BITS``.
 """
 
 from __future__ import annotations
@@ -82,12 +82,14 @@ def encrypt(vector: np.ndarray, context, chunk: int) -> ArrayRecord:
     """``vector`` as CKKS ciphertexts of ``chunk`` values each, serialised to bytes."""
     import tenseal as ts
 
-    parts = {}
-    for index, start in enumerate(range(0, len(vector), chunk)):
-        cipher = ts.ckks_vector(context, vector[start:start + chunk].tolist())
-        parts[f"{CIPHER_PREFIX}{index:06d}"] = Array(
-            np.frombuffer(cipher.serialize(), dtype=np.uint8).copy())
-    return ArrayRecord(parts)
+    return packed([ts.ckks_vector(context, vector[start:start + chunk].tolist())
+                   for start in range(0, len(vector), chunk)])
+
+
+def packed(ciphers: Sequence) -> ArrayRecord:
+    """Ciphertexts serialised into an ArrayRecord of byte arrays, in order."""
+    return ArrayRecord({f"{CIPHER_PREFIX}{i:06d}": Array(
+        np.frombuffer(c.serialize(), dtype=np.uint8).copy()) for i, c in enumerate(ciphers)})
 
 
 def _ciphers(record: ArrayRecord, context) -> list:
@@ -113,7 +115,7 @@ def encrypted_sum(records: Sequence[ArrayRecord], context) -> list:
 
 SECRET_FILE, PUBLIC_FILE = "secret.context", "public.context"
 SCALE_BITS = 40
-"""CKKS scale 2**40: about 1e-9 absolute error per summed value at these moduli."""
+"""CKKS scale 2**40: about 1e-8 absolute error per summed value at these moduli."""
 
 
 def provision(folder: Path, poly_degree: int) -> None:
@@ -202,11 +204,8 @@ class HomomorphicFedAvg(DelegatingStrategy):
             for index, cipher in enumerate(ciphers):
                 noise = rng.normal(0.0, self.noise_std_of_mean * total, cipher.size())
                 ciphers[index] = cipher + ts.ckks_vector(self.context, noise.tolist())
-        summed = ArrayRecord({f"{CIPHER_PREFIX}{i:06d}": Array(
-            np.frombuffer(c.serialize(), dtype=np.uint8).copy()) for i, c in enumerate(ciphers)})
-        plain = self._decrypted(grid, ok, summed)
-        arrays = unflatten(plain[:sum(template[k].numpy().size for k in template)] / total,
-                           template)
+        plain = self._decrypted(grid, ok, packed(ciphers))
+        arrays = unflatten(plain / total, template)
         stand_ins = [Message(RecordDict({"arrays": ArrayRecord({"x": Array(np.zeros(1))}),
                                          "metrics": r.content["metrics"]}), reply_to=r)
                      for r in ok]

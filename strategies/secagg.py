@@ -179,7 +179,7 @@ class SecAggPlus(DelegatingStrategy):
             vector = parameters_to_ndarrays(fitres.parameters)
             clear = dict(fitres.metrics)
             names = json.loads(str(clear.pop(SECURE_METRICS, "[]")))
-            if names:
+            if names and server_round not in self._secure_metrics:  # one aggregate per round
                 self._secure_metrics[server_round] = {
                     name: float(np.asarray(v).reshape(-1)[0]) * METRIC_SCALE
                     for name, v in zip(names, vector[len(keys):], strict=True)}

@@ -39,9 +39,8 @@ def metrics_mod(msg: Message, context: Context, call_next: ClientAppCallable) ->
     """
     reply = call_next(msg, context)
     settings = settings_of(context.run_config)
-    evaluation = msg.metadata.message_type.split(".")[0] == "evaluate"
     private = settings.replies.client_metrics == "none" or (settings.secagg.secagg
-                                                            and evaluation)
+                                                            and phase_of(msg) == "evaluate")
     if not private or reply.has_error():
         return reply
     for name, record in reply.content.metric_records.items():
@@ -83,8 +82,13 @@ def privacy_mod(msg: Message, context: Context, call_next: ClientAppCallable) ->
     return inner(msg, context)
 
 
+def phase_of(msg: Message) -> str:
+    """``train``, ``evaluate`` or ``query``: a message type without its sub-type."""
+    return msg.metadata.message_type.split(".")[0]
+
+
 def _is_train(msg: Message) -> bool:
-    return msg.metadata.message_type.split(".")[0] == "train"
+    return phase_of(msg) == "train"
 
 
 def _clipped(call_next: ClientAppCallable, mod) -> ClientAppCallable:

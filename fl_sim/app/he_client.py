@@ -10,6 +10,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, Context, Message, RecordDict
 from flwr.clientapp.typing import ClientAppCallable
 
+from fl_sim.app.client_mods import phase_of
 from fl_sim.app.settings import settings_of
 from fl_sim.record.recorder import NUM_EXAMPLES
 from strategies import he
@@ -29,8 +30,7 @@ def he_mod(msg: Message, context: Context, call_next: ClientAppCallable) -> Mess
     """
     settings = settings_of(context.run_config)
     reply = call_next(msg, context)
-    if (not settings.encryption.he or reply.has_error()
-            or msg.metadata.message_type.split(".")[0] != "train"):
+    if not settings.encryption.he or reply.has_error() or phase_of(msg) != "train":
         return reply
     metrics = reply.content["metrics"]
     weight = float(metrics[UNIFORM_WEIGHT] if UNIFORM_WEIGHT in metrics else metrics[NUM_EXAMPLES])

@@ -47,6 +47,11 @@ INJECTED_DELAY = "injected-delay"
 BOOKKEEPING = (NUM_EXAMPLES, PARTITION_ID, SECONDS, INJECTED_DELAY, "epsilon")
 
 
+def time_taken(metrics: Mapping[str, Any]) -> float:
+    """A reply's time on the client's own clock: its task's seconds plus its injected delay."""
+    return float(metrics.get(SECONDS, 0.0)) + float(metrics.get(INJECTED_DELAY, 0.0))
+
+
 class RunRecorder:
     """Collects one run's rows and hands them to a :class:`ResultsWriter`.
 
@@ -108,7 +113,7 @@ class RunRecorder:
         metrics = reply.content.get("metrics") if "metrics" in reply.content else None
         if metrics is None:
             return True
-        taken = float(metrics.get(SECONDS, 0.0)) + float(metrics.get(INJECTED_DELAY, 0.0))
+        taken = time_taken(metrics)
         if taken <= self.deadline:
             return True
         self._late.add((server_round, phase, reply.metadata.src_node_id))
@@ -192,9 +197,9 @@ class RunRecorder:
         partition = int(metrics.pop(PARTITION_ID))
         self._partition_of[node_id] = partition
         if (server_round, phase, node_id) in self._late:
-            late = float(metrics.get(SECONDS, 0)) + float(metrics.get(INJECTED_DELAY, 0))
-            return self._failed_row(server_round, phase, node_id,
-                                    f"late: {late:.2f} s > --round-timeout {self.deadline:g} s")
+            return self._failed_row(
+                server_round, phase, node_id,
+                f"late: {time_taken(metrics):.2f} s > --round-timeout {self.deadline:g} s")
         row = {
             "run_id": self.run_id,
             "round": server_round,
