@@ -253,23 +253,22 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         lifecycle.mark(run_dir, "interrupted")
         print(f"interrupted; every process stopped; finished rounds are in {run_dir}",
               file=sys.stderr)
-        report_quietly(run_dir)
-        return codes["exit"]
+        code = codes["exit"]
     except deploy.DeployError as error:
         lifecycle.mark(run_dir, "failed")
         print(f"fl_sim: deployment failed: {error}", file=sys.stderr)
-        report_quietly(run_dir)
-        return 1
+        code = 1
+    else:
+        code = 0 if status == "finished:completed" else 1
+        if code:
+            lifecycle.mark(run_dir, "failed")
+            print(f"fl_sim: run ended {status}; see {run_dir}/deploy/", file=sys.stderr)
+        else:
+            print_summary(run_dir)
     finally:
         lock.release()
-    if status != "finished:completed":
-        lifecycle.mark(run_dir, "failed")
-        print(f"fl_sim: run ended {status}; see {run_dir}/deploy/", file=sys.stderr)
-        report_quietly(run_dir)
-        return 1
-    print_summary(run_dir)
     report_quietly(run_dir)  # every run ends with its report, deployed ones too
-    return 0
+    return code
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
