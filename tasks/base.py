@@ -67,8 +67,8 @@ class TrainResult:
     num_examples : int
         Examples trained on; the weight of this client in FedAvg.
     metrics : dict
-        Scalar metrics; ``loss`` always, ``accuracy`` and ``epsilon`` where defined,
-        plus the task's ``client_metrics``.
+        Scalar metrics: the task's ``client_metrics``, and with DP-SGD what
+        :meth:`tasks.dp_sgd.PrivateTrainer.save` returns (``epsilon``, ...).
     """
 
     arrays: ArrayRecord
@@ -112,7 +112,12 @@ class Task(Protocol):
     Attributes
     ----------
     client_metrics : tuple of str
-        Metric names, beyond ``loss``/``accuracy``/``epsilon``, that clients report.
+        Metric names clients report after training (``loss``, ``accuracy`` where the task
+        defines one, task-specific ones); each is a column of clients.csv and rounds.csv.
+    evaluate_metrics : tuple of str, optional
+        Those clients report after evaluation, when not all of ``client_metrics``.
+    dp : bool, optional
+        Whether clients train with sample-level DP-SGD (adds clients.csv's privacy columns).
     server_metrics : tuple of str
         Metric names that ``central_evaluate`` returns.
     """

@@ -43,7 +43,7 @@ class ImageClassifierBase(PrivateImageTask):
     class indices, before partitioning), :meth:`test_data` and ``num_classes``.
     """
 
-    client_metrics: tuple[str, ...] = ()
+    client_metrics: tuple[str, ...] = ("loss", "accuracy")
     server_metrics: tuple[str, ...] = ("loss", "accuracy")
 
     # --- data: settings and ``images`` come from PrivateImageTask ----------------------

@@ -204,6 +204,7 @@ class PrivateTrainer:
             raise ValueError(f"stored accountant is {previous!r}, not {settings.accountant!r}")
         self.engine = PrivacyEngine(accountant=settings.accountant)
         history = load_history(state, key)
+        self._steps_before = sum(steps for _, _, steps in history)
         if history:
             self.engine.accountant.load_state_dict(
                 {"history": history, "mechanism": settings.accountant}
@@ -235,10 +236,19 @@ class PrivateTrainer:
             return 0.0
         return float(self.engine.accountant.get_epsilon(delta=self.settings.delta))
 
-    def save(self) -> float:
-        """Write the accountant history back to ``state``; return the cumulative epsilon."""
-        save_history(self.state, self.history, self.settings.accountant, self.key)
-        return self.epsilon()
+    def save(self) -> dict[str, float]:
+        """Write the accountant history back to ``state``; return the round's privacy.
+
+        ``epsilon`` is cumulative over every round so far; ``noise_multiplier``,
+        ``sample_rate`` and ``dp_steps`` are this round's (steps counted from the
+        history's growth, because Opacus merges consecutive equal entries). All but
+        epsilon follow from public settings and the example count, so they may travel.
+        """
+        history = self.history
+        save_history(self.state, history, self.settings.accountant, self.key)
+        sigma, rate, _ = history[-1] if history else (self.settings.noise_multiplier, 0.0, 0)
+        return {"epsilon": self.epsilon(), "noise_multiplier": sigma, "sample_rate": rate,
+                "dp_steps": sum(s for _, _, s in history) - self._steps_before}
 
 
 @contextmanager

@@ -61,7 +61,7 @@ def predict(model: nn.Module, x: float) -> float:
 class RegressionTask:
     """Linear regression of y = 2x across clients with different x-ranges."""
 
-    client_metrics = ("prediction_at_5",)
+    client_metrics = ("loss", "prediction_at_5")
     server_metrics = ("loss", "prediction_at_5", "weight", "bias")
 
     def __init__(self, settings: Settings, workspace: Workspace = Workspace()) -> None:

@@ -45,8 +45,9 @@ def write_run(
         task_metrics, server_metrics = ("g_loss", "d_loss"), ("fid", "inception_score",
                                                                "reference_accuracy")
     else:
-        task_metrics, server_metrics = (), ("loss", "accuracy")
-    writer = ResultsWriter(run_dir, task_metrics, server_metrics)
+        task_metrics, server_metrics = ("loss", "accuracy"), ("loss", "accuracy")
+    writer = ResultsWriter(run_dir, task_metrics, server_metrics, sample_dp=sample_dp,
+                           client_dp=client_dp)
     run_id = run_dir.name
     settings = {"task": kind, "strategy": "dp-fedavg" if client_dp else "fedavg",
                 "clients": clients, "num-server-rounds": rounds, "lr": lr, "seed": seed,
@@ -61,19 +62,20 @@ def write_run(
             for phase in ("train", "evaluate"):
                 row = {"run_id": run_id, "round": rnd, "phase": phase, "partition_id": cid,
                        "node_id": 1000 + cid, "num_examples": 50, "status": "ok",
-                       "seconds": round(0.5 + 0.1 * cid + rng.uniform(0, 0.05), 4),
-                       "loss": 2.0 / (rnd + cid * 0.1) + (0.05 if phase == "evaluate" else 0)}
+                       "seconds": round(0.5 + 0.1 * cid + rng.uniform(0, 0.05), 4)}
                 if kind == "dcgan":
                     row.update(g_loss=1.0 + 0.1 * rnd, d_loss=1.5 - 0.1 * rnd)
                 else:
+                    row["loss"] = 2.0 / (rnd + cid * 0.1) + (0.05 if phase == "evaluate" else 0)
                     row["accuracy"] = min(0.99, 0.2 * rnd * lr * 100 + 0.01 * cid)
                 if sample_dp and phase == "train":
                     row["epsilon"] = epsilon_of(rnd, cid) * epsilon_scale
                 rows.append(row)
         writer.clients.append(rows)
         round_row = _server_row(run_id, rnd, kind, lr)
-        round_row.update(train_loss=2.0 / rnd, evaluate_loss=2.0 / rnd + 0.05,
-                         train_replies=clients, train_failures=0, evaluate_replies=clients,
+        if kind != "dcgan":
+            round_row.update(train_loss=2.0 / rnd, evaluate_loss=2.0 / rnd + 0.05)
+        round_row.update(train_replies=clients, train_failures=0, evaluate_replies=clients,
                          evaluate_failures=0, seconds=1.0 + rnd / 10)
         if kind != "dcgan":
             round_row["evaluate_accuracy"] = min(0.99, 0.2 * rnd * lr * 100)

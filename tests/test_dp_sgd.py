@@ -23,7 +23,8 @@ def tiny_loader(n: int = 40, batch: int = 8) -> DataLoader:
     return DataLoader(TensorDataset(x, y), batch_size=batch)
 
 
-def one_round(state: RecordDict, settings: DPSettings, epochs: int = 1) -> tuple[float, nn.Module]:
+def one_round(state: RecordDict, settings: DPSettings,
+              epochs: int = 1) -> tuple[dict[str, float], nn.Module]:
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.GroupNorm(2, 8), nn.ReLU(), nn.Linear(8, 2))
     trainer = PrivateTrainer(settings, state)
@@ -91,8 +92,11 @@ def test_epsilon_is_cumulative_across_rebuilt_clients(accountant):
     settings = DPSettings(noise_multiplier=1.1, max_grad_norm=1.0, accountant=accountant)
     state, epsilons = RecordDict(), []
     for _ in range(3):
-        eps, _ = one_round(state, settings)
-        epsilons.append(eps)
+        figures, _ = one_round(state, settings)
+        epsilons.append(figures["epsilon"])
+        # each round's own sigma, q and steps, although the accountant merges the rounds
+        assert (figures["noise_multiplier"], figures["sample_rate"], figures["dp_steps"]) \
+            == (1.1, 0.2, 5)
     assert epsilons == sorted(epsilons) and epsilons[0] < epsilons[-1]
     history = dp_sgd.load_history(state)
     assert sum(steps for _, _, steps in history) == 3 * 5

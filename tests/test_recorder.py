@@ -37,7 +37,7 @@ def _failed(node_id: int) -> Message:
 
 
 def test_rows_for_ok_failed_and_missing_replies(tmp_path):
-    writer = ResultsWriter(tmp_path, ["prediction_at_5"], ["loss"])
+    writer = ResultsWriter(tmp_path, ["loss", "prediction_at_5"], ["loss"])
     seen = []
     recorder = RunRecorder(writer, "run", on_round=seen.append)
     strategy = RecordingStrategy(FedAvg(), recorder)
@@ -76,7 +76,8 @@ def test_recording_strategy_leaves_the_wrapped_strategy_in_charge():
     (None, "sample", 2.5), (0.75, "client", 0.75)])
 def test_each_round_row_carries_the_headline_epsilon_and_its_delta(tmp_path, client_level,
                                                                   level, headline):
-    writer = ResultsWriter(tmp_path, [], ["loss"])
+    writer = ResultsWriter(tmp_path, [], ["loss"], sample_dp=True,
+                           client_dp=client_level is not None)
     recorder = RunRecorder(writer, "run", delta=1e-5)
     recorder._epsilons = {0: 1.5, 1: 2.5}  # the clients' sample-level epsilons so far
     row = recorder.end_round(1, {"loss": 0.1}, client_level_epsilon=client_level)
@@ -92,3 +93,32 @@ def test_no_epsilon_columns_without_privacy(tmp_path):
     row = RunRecorder(writer, "run", delta=1e-5).end_round(1, {"loss": 0.1})
     writer.close()
     assert "epsilon" not in row and "epsilon_level" not in row
+
+
+def test_evaluate_rows_carry_the_epsilon_spent_so_far_and_round_zero_counts_are_zero(tmp_path):
+    writer = ResultsWriter(tmp_path, ["loss"], ["loss"], sample_dp=True)
+    recorder = RunRecorder(writer, "run", delta=1e-5)
+    recorder.end_round(0, {"loss": 1.0})
+    strategy = RecordingStrategy(FedAvg(), recorder)
+    recorder.on_configure(1, "train", [11])
+    train = MetricRecord({"loss": 0.5, "num-examples": 10, "partition-id": 0, "seconds": 0.1,
+                          "epsilon": 1.25, "noise_multiplier": 1.1, "sample_rate": 0.1,
+                          "dp_steps": 10})
+    strategy.aggregate_train(1, [Message(RecordDict({"arrays": ArrayRecord([np.ones(1)]),
+                                                     "metrics": train}), reply_to=_sent(11))])
+    recorder.on_configure(1, "evaluate", [11])
+    evaluation = MetricRecord({"loss": 0.4, "num-examples": 5, "partition-id": 0,
+                               "seconds": 0.1})
+    strategy.aggregate_evaluate(1, [Message(RecordDict({"metrics": evaluation}),
+                                            reply_to=_sent(11))])
+    recorder.end_round(1, {"loss": 0.3})
+    writer.close()
+    clients = pd.read_csv(tmp_path / "clients.csv").set_index("phase")
+    assert clients.loc["evaluate", "epsilon"] == clients.loc["train", "epsilon"] == 1.25
+    assert clients["delta"].tolist() == [1e-5, 1e-5]
+    assert clients.loc["train", ["noise_multiplier", "sample_rate", "dp_steps"]].tolist() \
+        == [1.1, 0.1, 10]
+    rounds = pd.read_csv(tmp_path / "rounds.csv")
+    assert rounds["train_replies"].tolist() == [0, 1]
+    assert rounds["train_replies"].dtype.kind == "i"  # counts read back as integers
+    assert "train_noise_multiplier" not in rounds  # per client, not averaged

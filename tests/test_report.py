@@ -18,7 +18,7 @@ from tests.synthetic_run import epsilon_of, write_run
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 GAN_FIGURES = {
-    "clients_loss", "clients_g_loss", "clients_d_loss", "server_metrics", "epsilon",
+    "clients_g_loss", "clients_d_loss", "server_metrics", "epsilon",
     "utility_vs_epsilon", "samples_timeline", "samples_final", "durations",
 }
 

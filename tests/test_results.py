@@ -18,22 +18,46 @@ from tests.conftest import REPO
 
 def test_columns_put_task_metrics_between_base_and_trailing():
     assert client_columns(["g_loss"]) == [
-        "run_id", "round", "phase", "partition_id", "node_id", "num_examples", "loss",
-        "accuracy", "g_loss", "epsilon", "seconds", "status",
+        "run_id", "round", "phase", "partition_id", "node_id", "num_examples", "g_loss",
+        "seconds", "status",
     ]
     rounds = round_columns(["g_loss"], ["fid"])
     assert rounds[:2] == ["run_id", "round"]
-    assert {"train_loss", "train_g_loss", "evaluate_accuracy", "server_fid"} <= set(rounds)
+    assert {"train_g_loss", "evaluate_g_loss", "server_fid"} <= set(rounds)
     assert rounds[-1] == "status"
 
 
+def test_only_columns_the_run_can_fill():
+    """No loss/accuracy a task does not report, no epsilon without DP."""
+    plain = round_columns(["g_loss", "d_loss"], ["fid"], evaluate_metrics=["g_loss"])
+    assert "evaluate_d_loss" not in plain and "train_accuracy" not in plain
+    assert not {"epsilon", "epsilon_max", "delta"} & set(plain + client_columns(["g_loss"]))
+    sample = client_columns(["g_loss"], sample_dp=True)
+    assert {"epsilon", "delta", "noise_multiplier", "sample_rate", "dp_steps"} <= set(sample)
+    client_level = round_columns(["loss"], [], client_dp=True)
+    assert {"epsilon", "epsilon_level", "delta"} <= set(client_level)
+    assert "epsilon_max" not in client_level
+    assert "epsilon_max" in round_columns(["loss"], [], sample_dp=True)
+
+
+def test_a_reopened_file_keeps_the_header_it_was_started_with(tmp_path):
+    """A run folder written by an older schema goes on under its own columns."""
+    (tmp_path / "rounds.csv").write_text("run_id,round,loss,status\nr,1,0.5,ok\n")
+    writer = ResultsWriter(tmp_path, ["g_loss"], [])
+    assert writer.rounds.columns == ["run_id", "round", "loss", "status"]
+    writer.rounds.append([{"run_id": "r", "round": 2, "loss": 0.25, "status": "ok"}])
+    writer.close()
+    assert pd.read_csv(tmp_path / "rounds.csv")["loss"].tolist() == [0.5, 0.25]
+
+
 def test_rows_are_on_disk_after_each_append(tmp_path):
-    writer = ResultsWriter(tmp_path, ["m"], ["loss"])
+    writer = ResultsWriter(tmp_path, ["loss", "m"], ["loss"])
     writer.clients.append([{"run_id": "r", "round": 1, "phase": "train", "loss": 0.5,
                             "m": 2.0, "status": "ok"}])
     # Read through a separate handle before close: the row must already be there.
     rows = list(csv.DictReader((tmp_path / "clients.csv").open()))
-    assert rows == [{**{c: "" for c in client_columns(["m"])}, "run_id": "r", "round": "1",
+    assert rows == [{**{c: "" for c in client_columns(["loss", "m"])}, "run_id": "r",
+                     "round": "1",
                      "phase": "train", "loss": "0.5", "m": "2.0", "status": "ok"}]
     writer.close()
 

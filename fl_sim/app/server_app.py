@@ -70,7 +70,10 @@ def main(grid: Grid, context: Context) -> None:
     if resumed:  # before the CSVs are opened for appending
         for name in ("clients.csv", "rounds.csv"):
             checkpoint.truncate_csv(run_dir / name, resumed.server_round)
-    writer = ResultsWriter(run_dir, task.client_metrics, task.server_metrics)
+    writer = ResultsWriter(run_dir, task.client_metrics, task.server_metrics,
+                           evaluate_metrics=getattr(task, "evaluate_metrics", None),
+                           sample_dp=bool(getattr(task, "dp", False)),
+                           client_dp=cfg.strategy == "dp-fedavg")
     run_id = run_dir.name
     if resumed:
         writer.resume_config(resumed_at=now(), resumed_from_round=resumed.server_round)

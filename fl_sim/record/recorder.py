@@ -44,7 +44,9 @@ PARTITION_ID = "partition-id"
 SECONDS = "seconds"
 INJECTED_DELAY = "injected-delay"
 """Seconds a simulated straggler's reply is late (``fl_sim.app.faults``)."""
-BOOKKEEPING = (NUM_EXAMPLES, PARTITION_ID, SECONDS, INJECTED_DELAY, "epsilon")
+DP_ROUND = ("noise_multiplier", "sample_rate", "dp_steps")
+"""A DP-SGD client's round: public values (settings and the example count), kept per client."""
+BOOKKEEPING = (NUM_EXAMPLES, PARTITION_ID, SECONDS, INJECTED_DELAY, "epsilon", *DP_ROUND)
 
 
 def time_taken(metrics: Mapping[str, Any]) -> float:
@@ -155,8 +157,9 @@ class RunRecorder:
         (``epsilon_max``); ``epsilon_level`` says which, ``delta`` at what delta.
         """
         row = {k: v for k, v in self._round.items() if not k.endswith("_sampled")}
-        if server_round == 0:
-            row = {}
+        if server_round == 0:  # the initial model: no client took part
+            row = dict.fromkeys(("train_replies", "train_failures", "evaluate_replies",
+                                 "evaluate_failures"), 0)
         elif status == "ok" and row.get("train_replies", 0) < self.min_replies:
             status = "skipped"  # too few replies: the global model was kept
         row.update({"run_id": self.run_id, "round": server_round, "status": status})
@@ -212,6 +215,10 @@ class RunRecorder:
         }
         if "epsilon" in metrics:
             self._epsilons[partition] = float(metrics["epsilon"])
+        elif partition in self._epsilons:  # evaluation spends nothing: what is spent so far
+            metrics["epsilon"] = self._epsilons[partition]
+        if "epsilon" in metrics and self.delta is not None:
+            metrics["delta"] = self.delta
         known = set(self.writer.clients.columns)
         row.update({k.replace("-", "_"): v for k, v in metrics.items()})
         return {k: v for k, v in row.items() if k in known}

@@ -15,16 +15,14 @@ from typing import Any
 
 from fl_core.atomic import replacing, write_json
 
-CLIENT_COLUMNS = (
-    "run_id", "round", "phase", "partition_id", "node_id", "num_examples",
-    "loss", "accuracy",
-)
-CLIENT_TRAILING = ("epsilon", "seconds", "status")
+CLIENT_COLUMNS = ("run_id", "round", "phase", "partition_id", "node_id", "num_examples")
+CLIENT_PRIVACY = ("epsilon", "delta", "noise_multiplier", "sample_rate", "dp_steps")
+"""Sample-level DP-SGD columns of clients.csv: the client's cumulative epsilon at delta,
+and the sigma, Poisson sample rate and optimizer steps of its round (public values)."""
+CLIENT_TRAILING = ("seconds", "status")
 ROUND_COLUMNS = ("run_id", "round")
-ROUND_TRAILING = (
-    "train_replies", "train_failures", "evaluate_replies", "evaluate_failures",
-    "epsilon_max", "epsilon", "epsilon_level", "delta", "seconds", "status",
-)
+ROUND_COUNTS = ("train_replies", "train_failures", "evaluate_replies", "evaluate_failures")
+ROUND_TRAILING = ("seconds", "status")
 
 # --- client-level privacy (DP-FedAvg) ---
 PRIVACY_COLUMNS = (
@@ -33,20 +31,35 @@ PRIVACY_COLUMNS = (
 )
 
 
-def client_columns(task_metrics: Sequence[str]) -> list[str]:
-    """Columns of clients.csv for a task reporting ``task_metrics``."""
-    return [*CLIENT_COLUMNS, *task_metrics, *CLIENT_TRAILING]
+def client_columns(task_metrics: Sequence[str], sample_dp: bool = False) -> list[str]:
+    """Columns of clients.csv for a task whose clients report ``task_metrics``.
+
+    Only columns the run can fill: the DP-SGD columns exist when the task trains with
+    sample-level DP.
+    """
+    return [*CLIENT_COLUMNS, *task_metrics, *(CLIENT_PRIVACY if sample_dp else ()),
+            *CLIENT_TRAILING]
 
 
-def round_columns(task_metrics: Sequence[str], server_metrics: Sequence[str]) -> list[str]:
-    """Columns of rounds.csv: aggregated client metrics per phase, then server metrics."""
-    client_side = ["loss", "accuracy", *task_metrics]
+def round_columns(
+    train_metrics: Sequence[str], server_metrics: Sequence[str],
+    evaluate_metrics: Sequence[str] | None = None, sample_dp: bool = False,
+    client_dp: bool = False,
+) -> list[str]:
+    """Columns of rounds.csv: aggregated client metrics per phase, server metrics, privacy.
+
+    ``epsilon_max`` (the largest sample-level epsilon) exists with DP-SGD; the headline
+    ``epsilon``, its ``epsilon_level`` and ``delta`` with any DP.
+    """
+    evaluated = train_metrics if evaluate_metrics is None else evaluate_metrics
+    privacy = (("epsilon_max",) if sample_dp else ()) + (
+        ("epsilon", "epsilon_level", "delta") if sample_dp or client_dp else ())
     return [
         *ROUND_COLUMNS,
-        *(f"train_{m}" for m in client_side),
-        *(f"evaluate_{m}" for m in client_side),
+        *(f"train_{m}" for m in train_metrics),
+        *(f"evaluate_{m}" for m in evaluated),
         *(f"server_{m}" for m in server_metrics),
-        *ROUND_TRAILING,
+        *ROUND_COUNTS, *privacy, *ROUND_TRAILING,
     ]
 
 
@@ -54,13 +67,14 @@ class CsvLog:
     """An append-only CSV file with a fixed header.
 
     Rows with keys outside the header are refused (the schema is the contract with the
-    report); missing keys are written empty.
+    report); missing keys are written empty. A file that exists already (a resumed run)
+    keeps its own header, so rows continue under the columns it was started with.
     """
 
     def __init__(self, path: Path, columns: Sequence[str]) -> None:
         self.path = path
-        self.columns = list(columns)
         new = not path.exists() or path.stat().st_size == 0
+        self.columns = list(columns) if new else _header(path) or list(columns)
         self._handle = path.open("a", newline="", encoding="utf-8")
         self._writer = csv.DictWriter(self._handle, fieldnames=self.columns, restval="")
         if new:
@@ -85,6 +99,11 @@ class CsvLog:
         self._handle.close()
 
 
+def _header(path: Path) -> list[str]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return next(csv.reader(handle), [])
+
+
 def _cell(value: Any) -> Any:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
@@ -99,20 +118,28 @@ class ResultsWriter:
     run_dir : Path
         Created if missing.
     task_metrics : sequence of str
-        Task-specific client metric names (become columns of both CSVs).
+        The metrics clients report after training (columns of both CSVs).
     server_metrics : sequence of str
         Names returned by the task's central evaluation.
+    evaluate_metrics : sequence of str, optional
+        The metrics clients report after evaluation, when fewer than ``task_metrics``.
+    sample_dp : bool
+        The task trains with DP-SGD: clients.csv gets the privacy columns.
+    client_dp : bool
+        The strategy accounts a client-level epsilon (DP-FedAvg).
     """
 
     def __init__(
-        self, run_dir: Path, task_metrics: Sequence[str], server_metrics: Sequence[str]
+        self, run_dir: Path, task_metrics: Sequence[str], server_metrics: Sequence[str],
+        evaluate_metrics: Sequence[str] | None = None, sample_dp: bool = False,
+        client_dp: bool = False,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.clients = CsvLog(self.run_dir / "clients.csv", client_columns(task_metrics))
-        self.rounds = CsvLog(
-            self.run_dir / "rounds.csv", round_columns(task_metrics, server_metrics)
-        )
+        self.clients = CsvLog(self.run_dir / "clients.csv",
+                              client_columns(task_metrics, sample_dp))
+        self.rounds = CsvLog(self.run_dir / "rounds.csv", round_columns(
+            task_metrics, server_metrics, evaluate_metrics, sample_dp, client_dp))
         self._config: dict[str, Any] = {}
         self.privacy: CsvLog | None = None
 

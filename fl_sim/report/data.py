@@ -41,7 +41,7 @@ ROUND_BOOKKEEPING = {
 }
 CLIENT_BOOKKEEPING = {
     "run_id", "round", "phase", "partition_id", "node_id", "num_examples", "epsilon",
-    "seconds", "status",
+    "delta", "noise_multiplier", "sample_rate", "dp_steps", "seconds", "status",
 }
 LOWER_IS_BETTER = ("loss", "fid", "frechet", "distance", "error")
 

@@ -60,6 +60,7 @@ class DCGANTask(GeneratorRelease, PrivateImageTask):
     """DP-DCGAN across clients; see the module docstring for the privacy argument."""
 
     client_metrics = ("g_loss", "d_loss", "d_real_accuracy", "d_fake_accuracy")
+    evaluate_metrics = ("g_loss", "d_fake_accuracy")  # generated images only, no real data
     server_metrics = ("fid", "inception_score", "reference_accuracy")
 
     def __init__(self, settings: Settings, workspace: Workspace = Workspace()) -> None:
@@ -307,9 +308,8 @@ class DCGANTask(GeneratorRelease, PrivateImageTask):
         if self.keep_optimizer:
             save_optimizers(state, g_opt, d_opt)
         metrics = {k: stats[k] for k in self.client_metrics}
-        metrics["loss"] = stats["d_loss"]
         if trainer is not None:
-            metrics["epsilon"] = trainer.save()
+            metrics.update(trainer.save())
         joint = joint_state(generator, discriminator)
         if ema is not None:
             joint = with_ema(joint, ema.state)
@@ -331,7 +331,7 @@ class DCGANTask(GeneratorRelease, PrivateImageTask):
             logits = discriminator(generator(torch.randn(EVAL_FAKES, generator.latent_dim), y),
                                    y)
             g_loss = F.binary_cross_entropy_with_logits(logits, torch.ones(EVAL_FAKES))
-        return EvalResult(EVAL_FAKES, {"loss": float(g_loss), "g_loss": float(g_loss),
+        return EvalResult(EVAL_FAKES, {"g_loss": float(g_loss),
                                        "d_fake_accuracy": float((logits < 0).float().mean())})
 
     # --- server ----------------------------------------------------------------------

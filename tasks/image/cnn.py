@@ -116,7 +116,7 @@ def train_epochs(
     module.eval()
     metrics = {"loss": float(np.mean(losses)) if losses else float("nan")}
     if trainer is not None:
-        metrics["epsilon"] = trainer.save()
+        metrics.update(trainer.save())
     return metrics
 
 
