@@ -46,7 +46,7 @@ def make_dcgan_run(run_dir: Path, **overrides: Any) -> Path:
     arrays = task.initial_arrays()
     _save(arrays, run_dir, 0)
     with (run_dir / "clients.csv").open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, client_columns(task.client_metrics))
+        writer = csv.DictWriter(handle, client_columns(task.client_metrics, task.dp))
         writer.writeheader()
         for server_round in range(1, cfg.federation.num_server_rounds + 1):
             results = [task.train(arrays, Partition(i, clients), states[i], server_round)
@@ -54,11 +54,11 @@ def make_dcgan_run(run_dir: Path, **overrides: Any) -> Path:
             arrays = fedavg(results)
             _save(arrays, run_dir, server_round)
             for i, result in enumerate(results):
-                writer.writerow({"run_id": run_dir.name, "round": server_round,
-                                 "phase": "train", "partition_id": i,
-                                 "num_examples": result.num_examples,
-                                 "epsilon": result.metrics.get("epsilon", ""),
-                                 "status": "ok"})
+                row = {"run_id": run_dir.name, "round": server_round, "phase": "train",
+                       "partition_id": i, "num_examples": result.num_examples, "status": "ok"}
+                if task.dp:
+                    row["epsilon"] = result.metrics["epsilon"]
+                writer.writerow(row)
     return run_dir
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import matplotlib.pyplot as plt
@@ -80,20 +81,66 @@ def test_plotted_epsilon_equals_the_csv_columns(gan_run):
     privacy = pd.read_csv(gan_run / "privacy.csv")
     plots = plots_by_name(gan_run)
     drawn = lines(plots["epsilon"].figure)
-    for cid in range(3):
+    for cid in range(3):  # every epsilon curve starts at 0 in round 0
         rows = clients[(clients["partition_id"] == cid) & (clients["phase"] == "train")]
         line = drawn[f"client {cid} (sample-level)"]
-        assert list(line.get_xdata()) == list(rows["round"])
-        assert list(line.get_ydata()) == pytest.approx(list(rows["epsilon"]))
+        assert list(line.get_xdata()) == [0, *rows["round"]]
+        assert list(line.get_ydata()) == pytest.approx([0, *rows["epsilon"]])
     client_level = drawn["client-level (DP-FedAvg)"]
-    assert list(client_level.get_ydata()) == pytest.approx(list(privacy["epsilon"]))
+    assert list(client_level.get_ydata()) == pytest.approx([0, *privacy["epsilon"]])
     budget = drawn["budget max-epsilon = 3"]
     assert set(budget.get_ydata()) == {3.0}
-    # the utility curve pairs each round's epsilon with that round's main metric
+    # the utility curve pairs each round's epsilon with that round's main metric, from
+    # round 0: the initial model at epsilon 0
     utility = plots["utility_vs_epsilon"].figure.axes[0].get_lines()[0]
     rounds = pd.read_csv(gan_run / "rounds.csv").set_index("round")
-    assert list(utility.get_xdata()) == pytest.approx(list(privacy["epsilon"]))
-    assert list(utility.get_ydata()) == pytest.approx(list(rounds.loc[1:, "server_fid"]))
+    assert list(utility.get_xdata()) == pytest.approx([0, *privacy["epsilon"]])
+    assert list(utility.get_ydata()) == pytest.approx(list(rounds["server_fid"]))
+
+
+def test_the_page_leads_with_the_answer(gan_run):
+    page = make_report(gan_run).read_text()
+    sections = re.findall(r'<section id="([a-z]+)">', page)
+    assert sections == ["summary", "privacy", "utility", "clients", "settings"]
+    assert '<nav id="contents">' in page and page.index("contents") < page.index("summary")
+    summary = page[page.index('id="summary"'):page.index('id="privacy"')]
+    rounds = pd.read_csv(gan_run / "rounds.csv")
+    start, final = rounds["server_fid"].iloc[0], rounds["server_fid"].iloc[-1]
+    assert f"{start:.4g} at round 0 -&gt; {final:.4g} at round 4" in summary
+    assert "client-level DP-FedAvg" in summary and "wall time" in summary
+    # privacy figures before utility ones
+    assert page.index('id="epsilon"') < page.index('id="server_metrics"')
+    assert page.index('id="server_metrics"') < page.index('id="clients_g_loss"')
+
+
+def test_settings_list_only_what_the_run_used(tmp_path):
+    run_dir = write_run(tmp_path / "plain", sample_dp=False)
+    settings = {"task": "classifier", "strategy": "fedavg", "secagg": False, "he": False,
+                "secagg-shares": 3, "proximal-mu": 0.1, "clipping-norm": 1.0, "lr": 0.01,
+                "fail-rate": 0.0, "straggler-seconds": 0.0, "dp": False, "max-grad-norm": 1.0}
+    config = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps({**config, "settings": settings}))
+    page = make_report(run_dir).read_text()
+    shown = page[page.index('id="settings"'):]
+    for key in ("lr", "secagg", "he", "dp"):
+        assert f"<td>{key}</td>" in shown
+    for key in ("secagg-shares", "proximal-mu", "clipping-norm", "fail-rate",
+                "straggler-seconds", "max-grad-norm"):
+        assert f"<td>{key}</td>" not in shown, key
+
+
+def test_identical_clients_are_one_line_and_a_wide_loss_gets_a_log_axis(tmp_path):
+    run_dir = write_run(tmp_path / "same", clients=3, rounds=3)
+    clients = pd.read_csv(run_dir / "clients.csv")
+    clients["epsilon"] = clients["round"] * 1.5  # equal-sized IID clients
+    clients.to_csv(run_dir / "clients.csv", index=False)
+    rounds = pd.read_csv(run_dir / "rounds.csv")
+    rounds.loc[rounds["round"] == 0, "server_loss"] = 1000.0  # an untrained start
+    rounds.to_csv(run_dir / "rounds.csv", index=False)
+    plots = plots_by_name(run_dir)
+    assert set(lines(plots["epsilon"].figure)) == {"all 3 clients (sample-level), identical"}
+    assert plots["clients_loss"].figure.axes[0].get_yscale() == "log"
+    assert plots["clients_accuracy"].figure.axes[0].get_yscale() == "linear"
 
 
 def test_per_client_lines_aggregate_and_server(tmp_path):

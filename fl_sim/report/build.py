@@ -2,8 +2,8 @@
 
 Reads only the run folder (see :mod:`fl_sim.report.data`), so it works on finished,
 interrupted and still running runs, whichever runtime wrote them. Writes one PNG per
-figure the run has data for and ``index.html`` with the key numbers, the settings and
-every figure embedded.
+figure the run has data for and ``index.html``, which leads with the answer (summary,
+then privacy, utility, per-client detail, the settings used), every figure embedded.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from fl_core.atomic import write_text  # noqa: E402
 from fl_core.options import UsageError  # noqa: E402
 from fl_sim.release import audit_report  # noqa: E402
 from fl_sim.report import html as report_html  # noqa: E402
-from fl_sim.report.data import RunData, load_run  # noqa: E402
+from fl_sim.report import overview  # noqa: E402
+from fl_sim.report.data import RunData, higher_is_better, load_run  # noqa: E402
 from fl_sim.report.plots import build_plots, pretty  # noqa: E402
 
 REPORT_DIR = "report"
@@ -49,40 +50,58 @@ def epsilon_text(epsilon: float | None, delta: float | None) -> str:
 
 
 def key_numbers(run: RunData) -> list[tuple[str, Any]]:
-    """The headline table: what ran, how far it got, how good and how private it is."""
+    """The summary block: what ran, its guarantee and epsilon, what it bought, its cost."""
     settings = run.settings
     planned = run.planned_rounds
+    strategy = str(settings.get("strategy", ""))
+    strategy += " + SecAgg+" if settings.get("secagg") else ""
+    strategy += " + CKKS encryption" if settings.get("he") else ""
     rows: list[tuple[str, Any]] = [
         ("run", run.name),
         ("task", settings.get("task", "")),
-        ("strategy", settings.get("strategy", "")),
+        ("strategy", strategy),
         ("clients", settings.get("clients", "")),
         ("rounds finished", f"{run.finished_rounds} of {planned}" if planned
          else run.finished_rounds),
         ("status", run.config.get("status", "unknown (no config.json)")),
+        ("privacy guarantee", overview.guarantee(run)),
     ]
-    if run.config.get("wall_seconds") is not None:
-        rows.append(("wall time (s)", run.config["wall_seconds"]))
-    for phase in ("train", "evaluate"):
-        replies = run.series(f"{phase}_replies").sum()
-        failures = run.series(f"{phase}_failures").sum()
-        if replies or failures:
-            rows.append((f"{phase} replies / failures", f"{int(replies)} / {int(failures)}"))
-    main = run.main_metric()
-    if main:
-        rows.append(("main metric", f"{pretty(main)} = {report_html.fmt(run.final(main))}"))
-    for column in run.metric_columns():
-        if column.startswith(("server_", "evaluate_")) and column != main:
-            rows.append((f"final {pretty(column)}", run.final(column)))
     for kind, epsilon, delta in final_epsilon(run):
         rows.append((f"final epsilon, {kind}", epsilon_text(epsilon, delta)))
     if not final_epsilon(run):
         rows.append(("final epsilon", "no privacy accounting in this run"))
     if run.budget:
         rows.append(("budget max-epsilon", run.budget))
-    if "status" in run.privacy and len(run.privacy):
-        rows.append(("accountant status", run.privacy["status"].iloc[-1]))
+    change = overview.utility_change(run)
+    if change:
+        rows.append((f"main metric: {change[0]}", change[1]))
+    wall = overview.wall_time(run)
+    if wall:
+        rows.append(("wall time", wall))
+    for phase in ("train", "evaluate"):
+        replies = run.series(f"{phase}_replies").sum()
+        failures = run.series(f"{phase}_failures").sum()
+        if replies or failures:
+            rows.append((f"{phase} replies / failures", f"{int(replies)} / {int(failures)}"))
     return rows
+
+
+def utility_table(run: RunData) -> str:
+    """Every server metric at round 0 and at the end: what the federated rounds changed."""
+    rows = []
+    for column in run.metric_columns():
+        if not column.startswith("server_"):
+            continue
+        series = run.series(column)
+        start = float(series.loc[0]) if 0 in series.index else None
+        final = float(series.iloc[-1])
+        better = "higher" if higher_is_better(column) else "lower"
+        rows.append((pretty(column), start, final,
+                     "" if start is None else final - start, f"{better} is better"))
+    if not rows:
+        return ""
+    return report_html.table(rows, ("metric", "round 0 (initial model)",
+                                    f"round {run.finished_rounds}", "change", ""))
 
 
 def notes(run: RunData) -> list[str]:
@@ -113,23 +132,37 @@ def make_report(run_dir: Path | str, out_dir: Path | str | None = None) -> Path:
     out = output_folder(Path(out_dir) if out_dir else run.path / REPORT_DIR)
     for stale in out.glob("*.png"):  # a figure the run no longer has data for
         stale.unlink()
-    figures = []
-    for plot in build_plots(run):
+    plots, figures = build_plots(run), []
+    for plot in plots:
         path = out / f"{plot.name}.png"
         plot.figure.savefig(path, dpi=DPI)
         plt.close(plot.figure)
         figures.append((path, plot.caption))
-    extra = [("Final models", final_models_table(run))] if not run.clients.empty else []
+    by_section: dict[str, list[tuple[Path, str]]] = {}
+    for plot, figure in zip(plots, figures):
+        by_section.setdefault(plot.section, []).append(figure)
+    privacy = overview.privacy_rows(run)
+    if "status" in run.privacy and len(run.privacy):
+        privacy.append(("DP-FedAvg accountant status (last round)", run.privacy["status"].iloc[-1]))
+    sections = [
+        ("summary", "Summary", report_html.table(key_numbers(run), css_class="summary")),
+        ("privacy", "Privacy", (report_html.table(privacy) if privacy else "")
+         + report_html.figures(by_section.get("privacy", []))),
+        ("utility", "Utility", utility_table(run)
+         + report_html.figures(by_section.get("utility", []))),
+        ("clients", "Per-client detail", (final_models_table(run) if not run.clients.empty
+                                          else "")
+         + report_html.figures(by_section.get("clients", []))),
+    ]
     audit = audit_report.load_audit(run.path)  # fl_sim audit ran: its figure and table
     if audit is not None:
-        figures.append((audit_report.write_roc_figure(audit, out / "audit_roc.png"),
-                        audit_report.caption(audit)))
-        extra.append(("Membership-inference audit", audit_report.html_table(audit)))
-    title = f"fl-sim run {run.name}"
-    page = report_html.page(
-        title, key_numbers(run), figures, run.settings, notes(run),
-        extra_tables=extra, config=run.config,
-    )
+        roc = audit_report.write_roc_figure(audit, out / "audit_roc.png")
+        sections.append(("audit", "Membership-inference audit", audit_report.html_table(audit)
+                         + report_html.figure(roc, audit_report.caption(audit))))
+    sections.append(("settings", "Settings", report_html.table(
+        overview.applicable_settings(run), ("key", "value"))))
+    page = report_html.page(f"fl-sim run {run.name}", sections, notes(run),
+                            config=run.config)
     return write_text(out / "index.html", page)
 
 

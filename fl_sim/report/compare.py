@@ -27,8 +27,9 @@ from fl_sim.report.data import RunData, higher_is_better, load_run  # noqa: E402
 from fl_sim.report.plots import BUDGET, pretty  # noqa: E402
 
 COMPARE_DIR = "compare"
-# Settings that always differ between runs and say nothing about the experiment.
-IGNORED_SETTINGS = {"run-dir", "run-name", "out-dir", "ray-address", "quiet"}
+# Settings that differ between runs without changing what they compute.
+IGNORED_SETTINGS = {"run-dir", "run-name", "out-dir", "ray-address", "quiet", "cache",
+                    "cache-dir"}
 
 
 class CompareError(UsageError):
@@ -215,9 +216,10 @@ def compare(paths: Sequence[Path | str], out_dir: Path | str | None = None,
     table = report_html.table(rows, ("run", "rounds", "status", f"final {pretty(metric)}",
                                      "final epsilon", "epsilon", "report"))
     page = report_html.page(
-        f"fl-sim comparison of {len(runs)} runs", [("metric", pretty(metric)),
-                                                   ("runs", len(runs))],
-        written, {}, extra_tables=[("Runs", table)],
+        f"fl-sim comparison of {len(runs)} runs",
+        [("summary", "Summary", report_html.table([("metric", pretty(metric)),
+                                                   ("runs", len(runs))])),
+         ("runs", "Runs", table), ("figures", "Figures", report_html.figures(written))],
     )
     return write_text(out / "index.html", page)
 

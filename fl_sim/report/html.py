@@ -1,4 +1,4 @@
-"""``index.html`` of a report: key numbers, settings and every figure on one page.
+"""``index.html`` of a report: sections of tables and figures on one page.
 
 Figures are embedded as base64 data, so the page alone is readable offline (mailed,
 attached to a ticket); each also links its PNG file next to the page.
@@ -23,6 +23,8 @@ figcaption{color:#555;font-size:.9em}
 img{max-width:100%;border:1px solid #eee}
 .warn{color:#a40}
 details{margin:1em 0}
+nav#contents{background:#f7f7f7;border:1px solid #ddd;padding:.3em 1em;display:inline-block}
+.summary td:first-child{font-weight:600}
 """
 
 
@@ -35,9 +37,10 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
-def table(rows: Iterable[tuple[Any, ...]], header: tuple[str, ...] | None = None) -> str:
+def table(rows: Iterable[tuple[Any, ...]], header: tuple[str, ...] | None = None,
+          css_class: str = "") -> str:
     """An HTML table, every cell escaped."""
-    parts = ["<table>"]
+    parts = [f'<table class="{html.escape(css_class)}">' if css_class else "<table>"]
     if header:
         parts.append("<tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr>")
     for row in rows:
@@ -59,26 +62,25 @@ def figure(path: Path, caption: str) -> str:
 
 def page(
     title: str,
-    key_numbers: Iterable[tuple[Any, ...]],
-    figures: Iterable[tuple[Path, str]],
-    settings: Mapping[str, Any],
+    sections: Iterable[tuple[str, str, str]],
     notes: Iterable[str] = (),
-    extra_tables: Iterable[tuple[str, str]] = (),
     config: Mapping[str, Any] | None = None,
 ) -> str:
-    """The whole page."""
+    """The whole page: title, warnings, a table of contents, then each section.
+
+    ``sections`` are ``(anchor, heading, html)`` in reading order; empty ones are left out.
+    """
+    sections = [(anchor, heading, content) for anchor, heading, content in sections if content]
     body = [f"<h1>{html.escape(title)}</h1>"]
     body += [f'<p class="warn">{html.escape(note)}</p>' for note in notes]
-    body.append("<h2>Key numbers</h2>")
-    body.append(table(key_numbers))
-    for heading, content in extra_tables:
-        body.append(f"<h2>{html.escape(heading)}</h2>")
+    if len(sections) > 1:
+        links = "".join(f'<li><a href="#{html.escape(anchor)}">{html.escape(heading)}</a></li>'
+                        for anchor, heading, _ in sections)
+        body.append(f'<nav id="contents"><ol>{links}</ol></nav>')
+    for anchor, heading, content in sections:
+        body.append(f'<section id="{html.escape(anchor)}"><h2>{html.escape(heading)}</h2>')
         body.append(content)
-    body.append("<h2>Figures</h2>")
-    body += [figure(path, caption) for path, caption in figures]
-    if settings:
-        body.append("<h2>Settings</h2>")
-        body.append(table(sorted(settings.items()), ("key", "value")))
+        body.append("</section>")
     if config:
         body.append("<details><summary>config.json</summary><pre>")
         body.append(html.escape(json.dumps(config, indent=2, sort_keys=True, default=str)))
@@ -88,3 +90,8 @@ def page(
         f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>\n<body>\n"
         + "\n".join(body) + "\n</body></html>\n"
     )
+
+
+def figures(items: Iterable[tuple[Path, str]]) -> str:
+    """Several figures, one after the other."""
+    return "\n".join(figure(path, caption) for path, caption in items)

@@ -29,11 +29,12 @@ BUDGET = {"color": "tab:red", "linestyle": ":", "linewidth": 1.8}
 
 @dataclass
 class Plot:
-    """One figure of the report: file stem, caption and the figure."""
+    """One figure of the report: file stem, caption, the figure and its report section."""
 
     name: str
     caption: str
     figure: Figure
+    section: str = "utility"
 
 
 def pretty(column: str) -> str:
@@ -48,6 +49,11 @@ def per_client(ax, table: pd.DataFrame, label: str = "client {}") -> None:
     test or a reader can find each series.
     """
     table = table.sort_index()
+    if table.shape[1] > 1 and _identical(table):
+        suffix = label.partition("{}")[2]  # e.g. " (sample-level)"
+        ax.plot(table.index, table.iloc[:, 0].values, color="tab:blue", linewidth=1.2,
+                marker=".", label=f"all {table.shape[1]} clients{suffix}, identical")
+        return
     if table.shape[1] <= MANY_CLIENTS:
         cmap = plt.get_cmap("tab10" if table.shape[1] <= 10 else "tab20")
         for i, column in enumerate(table.columns):
@@ -62,6 +68,24 @@ def per_client(ax, table: pd.DataFrame, label: str = "client {}") -> None:
     ax.fill_between(rounds, q[0.1], q[0.9], color="tab:blue", alpha=0.3,
                     label="clients 10-90 %")
     ax.plot(rounds, q[0.5], color="tab:blue", linewidth=1.5, label="clients median")
+
+
+def _identical(table: pd.DataFrame) -> bool:
+    """Every client's curve equals the first one's (equal-sized IID clients' epsilons).
+
+    One line is drawn instead of N lines stacked on top of each other, whose legend
+    would list clients the reader cannot see.
+    """
+    values = table.to_numpy(dtype=float)
+    return bool(np.allclose(values, values[:, :1], rtol=1e-9, atol=0, equal_nan=True))
+
+
+def _log_if_wide(ax, values: pd.Series | np.ndarray) -> None:
+    """A log y-axis when positive values span over two decades (a loss from round 0)."""
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values)]
+    if len(values) and (values > 0).all() and values.max() / values.min() > 100:
+        ax.set_yscale("log")
 
 
 def _int(value) -> object:
@@ -106,6 +130,8 @@ def client_metric_figure(run: RunData, metric: str) -> Figure | None:
             ax.plot(server.index, server.values, label="server evaluation (global model)",
                     **SERVER)
         where = "local model after training" if phase == "train" else "global model on client data"
+        _log_if_wide(ax, np.concatenate([table.to_numpy(dtype=float).ravel(),
+                                         aggregate.to_numpy(), server.to_numpy()]))
         _finish(ax, pretty(metric), f"{pretty(metric)}: {phase} ({where})")
     fig.tight_layout()
     return fig
@@ -122,6 +148,7 @@ def server_metrics_figure(run: RunData, skip: set[str]) -> Figure | None:
     for ax, column in zip(axes.flat, columns):
         values = run.series(column)
         ax.plot(values.index, values.values, label="global model", **SERVER)
+        _log_if_wide(ax, values)
         better = "higher" if higher_is_better(column) else "lower"
         _finish(ax, pretty(column), f"{pretty(column)} ({better} is better)")
     for ax in list(axes.flat)[len(columns):]:
@@ -138,14 +165,15 @@ def epsilon_figure(run: RunData) -> Figure | None:
         return None
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     if not sample_level.empty:
+        sample_level = _from_zero(sample_level)
         per_client(ax, sample_level, label="client {} (sample-level)")
-        if sample_level.shape[1] > 1:
+        if sample_level.shape[1] > 1 and not _identical(sample_level):
             largest = run.series("epsilon_max")
-            if not len(largest):
-                largest = sample_level.max(axis=1)
+            largest = (_from_zero(largest) if len(largest) else sample_level.max(axis=1))
             ax.plot(largest.index, largest.values, label="largest client (sample-level)",
                     **AGGREGATE)
     if len(client_level):
+        client_level = _from_zero(client_level)
         ax.plot(client_level.index, client_level.values, label="client-level (DP-FedAvg)",
                 **SERVER)
     if run.budget:
@@ -158,13 +186,22 @@ def epsilon_figure(run: RunData) -> Figure | None:
     return fig
 
 
+def _from_zero(table):
+    """``table`` with round 0 at epsilon 0: the initial model spent no privacy."""
+    if 0 in table.index:
+        return table
+    zero = (pd.DataFrame(0.0, index=[0], columns=table.columns)
+            if isinstance(table, pd.DataFrame) else pd.Series([0.0], index=[0]))
+    return pd.concat([zero, table]).sort_index()
+
+
 def utility_epsilon_figure(run: RunData) -> Figure | None:
     """The run's privacy/utility curve: the main metric against epsilon, round by round."""
     metric = run.main_metric()
     epsilon, kind = run.epsilon()
     if metric is None or not len(epsilon):
         return None
-    joined = pd.concat([epsilon.rename("epsilon"), run.series(metric).rename(metric)],
+    joined = pd.concat([_from_zero(epsilon).rename("epsilon"), run.series(metric).rename(metric)],
                        axis=1, join="inner").dropna()
     if joined.empty:
         return None
@@ -265,28 +302,51 @@ def _show_grid(ax, path) -> None:
 
 
 def build_plots(run: RunData) -> list[Plot]:
-    """Every figure the run has data for, in the order of the report."""
+    """Every figure the run has data for, in report order, each with its section."""
     plots: list[Plot] = []
 
-    def add(name: str, caption: str, figure: Figure | None) -> None:
+    def add(name: str, caption: str, figure: Figure | None, section: str) -> None:
         if figure is not None:
-            plots.append(Plot(name, caption, figure))
+            plots.append(Plot(name, caption, figure, section))
 
     client_metrics = run.client_metrics()
     main = run.main_metric()
+    epsilon, kind = run.epsilon()
+    budget = f"; the dotted line is the --max-epsilon budget {run.budget:g}" if run.budget else ""
+    add("epsilon", f"cumulative epsilon over rounds ({_epsilon_lines(run)}), from 0 at round "
+        f"0{budget}", epsilon_figure(run), "privacy")
+    if main is not None:
+        add("utility_vs_epsilon", f"{pretty(main)} against the {kind} epsilon spent, one "
+            "point per round; round 0 (epsilon 0) is the initial model"
+            + (", i.e. the public prior alone" if run.samples else ""),
+            utility_epsilon_figure(run), "privacy")
+    add("server_metrics", "the server's evaluation of the global model, round 0 (the "
+        "initial model) included", server_metrics_figure(
+            run, {f"server_{m}" for m in client_metrics}), "utility")
+    add("samples_timeline", "fixed-noise sample grids over training, round 0 first",
+        sample_timeline_figure(run), "utility")
+    add("samples_final", "the final sample grid", final_samples_figure(run), "utility")
     # The main metric's client panels first, then the others.
     ordered = sorted(client_metrics, key=lambda m: (main is None or not main.endswith(f"_{m}"),
                                                     m != "loss", m))
     for metric in ordered:
-        add(f"clients_{metric}",
-            f"{pretty(metric)} per client over rounds, with the strategy's aggregate and the "
-            "server's evaluation of the global model", client_metric_figure(run, metric))
-    add("server_metrics", "metrics of the global model evaluated by the server",
-        server_metrics_figure(run, {f"server_{m}" for m in client_metrics}))
-    add("epsilon", "cumulative epsilon over rounds (sample-level per client, client-level "
-        "for DP-FedAvg) and the budget", epsilon_figure(run))
-    add("utility_vs_epsilon", "the run's privacy/utility curve", utility_epsilon_figure(run))
-    add("samples_timeline", "fixed-noise sample grids over training", sample_timeline_figure(run))
-    add("samples_final", "the final sample grid", final_samples_figure(run))
-    add("durations", "round and client durations (stragglers)", durations_figure(run))
+        drawn = [what for column, what in (
+            (f"train_{metric}", "the strategy's aggregate (black)"),
+            (f"server_{metric}", "the server's evaluation of the global model (red)"))
+            if run.has(column)]
+        add(f"clients_{metric}", f"{pretty(metric)} per client over rounds"
+            + (", with " + " and ".join(drawn) if drawn else ""),
+            client_metric_figure(run, metric), "clients")
+    add("durations", "round wall time and each client's training time (stragglers stand "
+        "out)", durations_figure(run), "clients")
     return plots
+
+
+def _epsilon_lines(run: RunData) -> str:
+    """What the epsilon figure draws, for its caption."""
+    found = []
+    if not run.sample_level_epsilon().empty:
+        found.append("sample-level DP-SGD per client")
+    if len(run.client_level_epsilon()):
+        found.append("client-level DP-FedAvg")
+    return " and ".join(found)
