@@ -8,8 +8,10 @@ round; nothing with ``--quiet``. Fed by :class:`~fl_sim.record.recorder.RunRecor
 
 from __future__ import annotations
 
+import csv
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, TextIO
 
 # rounds.csv columns shown, in this order, when the row has them.
@@ -135,3 +137,41 @@ class RoundProgress:
         if self._bar is not None:
             self._bar.stop()
             self._bar = None
+
+
+class RoundsFollower:
+    """The rows another process appends to a rounds.csv, as the progress display wants them.
+
+    The Deployment Engine runs the ServerApp in a process of its own, whose terminal is a
+    log file; the launcher follows the run folder instead, so its user sees each round
+    as it ends. A torn last line (a row being written) is left for the next poll.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.seen = 0
+
+    def new_rows(self) -> list[dict[str, Any]]:
+        """Rows written since the last call, numbers as numbers."""
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except OSError:
+            return []
+        lines = text.splitlines(keepends=True)
+        if lines and not lines[-1].endswith("\n"):
+            lines = lines[:-1]  # still being written
+        rows = list(csv.DictReader(lines))
+        fresh = rows[self.seen:]
+        self.seen = len(rows)
+        return [{key: _number(value) for key, value in row.items()} for row in fresh]
+
+
+def _number(text: str | None) -> Any:
+    if text is None or text == "":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text

@@ -31,7 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -200,11 +200,19 @@ class Deployment:
         except (ValueError, KeyError, IndexError):
             return "unknown"
 
-    def wait(self, run_id: int, timeout: float, poll: float = 2.0) -> str:
-        """Block until the run leaves pending/starting/running; return its final status."""
+    def wait(self, run_id: int, timeout: float, poll: float = 2.0,
+             on_poll: Callable[[], None] = lambda: None) -> str:
+        """Block until the run leaves pending/starting/running; return its final status.
+
+        ``on_poll`` runs at every poll and once at the end (the progress display).
+        """
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            on_poll()
             status = self.status(run_id)
+            if status.startswith("finished"):
+                on_poll()
+                return status
             if status.startswith("finished"):
                 return status
             for process in self.processes:
@@ -247,10 +255,21 @@ def run(cfg: RunConfig, timeout: float = 3600) -> str:
     DeployError
         If a process dies, ``flwr run`` is refused, or the run does not finish in time.
     """
+    from fl_sim.record.progress import RoundProgress, RoundsFollower, choose_mode
+
     run_dir = Path(cfg.run.run_dir)
     clients = cfg.federation.clients
     with Deployment(clients, run_dir / "deploy") as deployment:
         run_id = deployment.submit(cfg.to_run_config())
-        print(f"deployment: SuperLink {HOST}:{deployment.port}, {clients} SuperNodes, "
-              f"run {run_id}; logs in {deployment.log_dir}", flush=True)
-        return deployment.wait(run_id, timeout)
+        if not cfg.run.quiet:
+            print(f"deployment: SuperLink {HOST}:{deployment.port}, {clients} SuperNodes, "
+                  f"run {run_id}; logs in {deployment.log_dir}; waiting for round 0 (the "
+                  "initial model)", flush=True)
+        follower = RoundsFollower(run_dir / "rounds.csv")
+        with RoundProgress(cfg.federation.num_server_rounds,
+                           choose_mode(cfg.run.quiet)) as progress:
+            def show() -> None:
+                for row in follower.new_rows():
+                    progress.on_round(row)
+
+            return deployment.wait(run_id, timeout, on_poll=show)
