@@ -45,7 +45,7 @@ case "${1:-}" in
   lint)
     exec "$PY" -m ruff check .
     ;;
-  run|report|compare|sample|audit|deploy)
+  run|report|compare|sample|audit|deploy|tensorboard|stop-flwr)
     exec "$PY" -m fl_sim "$@"
     ;;
   reference)

@@ -78,9 +78,20 @@ def add_run_flags(parser: argparse.ArgumentParser, skip: Sequence[str] = ()) -> 
                 kwargs["type"] = spec.kind
                 kwargs["metavar"] = spec.key.upper().replace("-", "_")
             section.add_argument(spec.flag, **kwargs)
-    parser.add_argument("--verbose", action="store_true", help="show Flower's and Ray's logs")
+    add_log_flags(parser)
     parser.add_argument("--config", metavar="FILE.toml", default=None,
                         help="run-config keys as in [tool.flwr.app.config]; flags win")
+
+
+def add_log_flags(parser: argparse.ArgumentParser) -> None:
+    """``--verbose`` and ``--log-level``: what the terminal shows (run.log keeps all)."""
+    from fl_sim.record.logs import LEVELS
+
+    parser.add_argument("--verbose", action="store_true",
+                        help="show Flower's and Ray's logs and the library warnings "
+                             "hidden by default")
+    parser.add_argument("--log-level", choices=LEVELS, default=None,
+                        help="terminal log level (default: warning); run.log keeps every level")
 
 
 def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
@@ -180,6 +191,19 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--force", action="store_true",
                         help="replace an existing --out (a folder only if it is a release)")
     sample.set_defaults(handler=cmd_sample)
+    for command in (audit, sample, report):
+        add_log_flags(command)
+    board = commands.add_parser(
+        "tensorboard", help="write RUN_DIR/tensorboard/ event files from a run's rounds.csv",
+        description="TensorBoard event files of a finished or running run (what --tensorboard "
+        "writes as the run goes); view with: tensorboard --logdir RUN_DIR")
+    board.add_argument("run_dir", metavar="RUN_DIR", help="a run folder")
+    board.set_defaults(handler=cmd_tensorboard)
+    stop = commands.add_parser(
+        "stop-flwr", help="stop the local SuperLink and SuperExec `flwr run .` leaves running",
+        description="Stop the managed local SuperLink of `flwr run .` (Flower's local control "
+        "address only) and its process group; other SuperLinks are left alone.")
+    stop.set_defaults(handler=cmd_stop_flwr)
     return parser
 
 
@@ -296,6 +320,24 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tensorboard(args: argparse.Namespace) -> int:
+    """``fl_sim tensorboard RUN_DIR`` (:mod:`fl_sim.record.tensorboard`)."""
+    from fl_sim.record.tensorboard import export
+
+    print(f"tensorboard: {export(args.run_dir)}")
+    return 0
+
+
+def cmd_stop_flwr(args: argparse.Namespace) -> int:
+    """``fl_sim stop-flwr`` (:mod:`fl_sim.run.stop_flwr`)."""
+    from fl_sim.run.stop_flwr import stop
+
+    stopped = stop()
+    print(f"stopped local SuperLink process {', '.join(map(str, stopped))} and its group"
+          if stopped else "no local SuperLink of `flwr run` is running")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m fl_sim`` and of the ``fl-sim`` console script."""
     parser = build_parser()
@@ -303,6 +345,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] in parser.commands:  # argparse reports a command's strays at the top
         parser.help_hint = f"fl_sim {argv[0]} --help"
     args = parser.parse_args(argv)
+    from fl_sim.record import logs
+
+    if getattr(args, "log_level", None):
+        os.environ[logs.LEVEL_ENV] = args.log_level  # the clients log at the same level
+    logs.configure(getattr(args, "log_level", None), getattr(args, "verbose", False))
     try:
         return args.handler(args)
     except UsageError as error:

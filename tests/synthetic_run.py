@@ -82,6 +82,9 @@ def write_run(
         if sample_dp:
             round_row["epsilon_max"] = (max(epsilon_of(rnd, c) for c in range(clients))
                                         * epsilon_scale)
+        if sample_dp or client_dp:  # the headline, as RunRecorder.end_round writes it
+            round_row.update(epsilon=0.5 * rnd if client_dp else round_row["epsilon_max"],
+                             epsilon_level="client" if client_dp else "sample", delta=1e-5)
         writer.rounds.append([round_row])
         if client_dp:
             privacy.append({"run_id": run_id, "round": rnd, "epsilon": 0.5 * rnd, "delta": 1e-5,
