@@ -9,6 +9,7 @@ from typing import ClassVar, Protocol
 
 from flwr.app import ArrayRecord, RecordDict
 
+from fl_core.cache import Cache
 from fl_core.options import Settings
 
 
@@ -49,11 +50,15 @@ class Workspace:
         Prints one progress line on the server's console (phases that take minutes).
     resuming : bool
         The run continues a checkpoint (``--resume``): round 0 exists on disk.
+    cache : fl_core.cache.Cache, optional
+        Where fits of public data are kept between runs (the server's, unless
+        ``--no-cache``); None: fit them here.
     """
 
     run_dir: Path | None = None
     say: Callable[[str], None] = _silent
     resuming: bool = False
+    cache: Cache | None = None
 
 
 @dataclass

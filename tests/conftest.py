@@ -1,4 +1,4 @@
-"""Shared fixtures: one Ray head per test session, results in a temporary folder.
+"""Shared fixtures: one Ray head per test session, results and the cache in temporary folders.
 
 Starting Ray costs seconds; end-to-end tests join one head started here on loopback
 (``--ray-address``), which also exercises joining an existing cluster.
@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,19 @@ def ray_address(tmp_path_factory: pytest.TempPathFactory) -> str:
             head.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The cache folder of every run a test starts (in process or as a subprocess).
+
+    ``$FL_SIM_CACHE_DIR`` points at a folder of the session, so no test reads or writes the
+    user's ``~/.cache/fl-sim``; runs of one session share it, as a user's runs would.
+    """
+    folder = tmp_path_factory.mktemp("fl-sim-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FL_SIM_CACHE_DIR", str(folder))
+        yield folder
 
 
 def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:

@@ -12,6 +12,8 @@ reported as context: a weak reference network makes both scores less meaningful.
 
 from __future__ import annotations
 
+import sys
+import time
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -23,10 +25,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from fl_core.atomic import replacing, write_json
+from fl_core.cache import Cache, digest, entry_key
 from fl_core.safe_load import DamagedFile, load_tensors
 
 FEATURES = 128
 REFERENCE_FILE = "reference_classifier.pt"
+REFERENCE_EPOCHS = 8
+REFERENCE_HOLDOUT = 0.2  # the share of the held-out split that scores the classifier
 
 
 class ReferenceClassifier(nn.Module):
@@ -70,7 +75,8 @@ class Reference:
 
 
 def train_reference(images: np.ndarray, labels: np.ndarray, num_classes: int, seed: int,
-                    epochs: int = 8, holdout: float = 0.2) -> Reference:
+                    epochs: int = REFERENCE_EPOCHS,
+                    holdout: float = REFERENCE_HOLDOUT) -> Reference:
     """Train the reference CNN on ``1 - holdout`` of the images; score it on the rest."""
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(images))
@@ -97,8 +103,10 @@ def train_reference(images: np.ndarray, labels: np.ndarray, num_classes: int, se
 
 
 def cached_reference(run_dir: str | Path | None, images: np.ndarray, labels: np.ndarray,
-                     num_classes: int, seed: int) -> Reference:
-    """Load the run's reference classifier, or train it and save it in ``run_dir``."""
+                     num_classes: int, seed: int, cache: Cache | None = None) -> Reference:
+    """Load the run's reference classifier, or fit it (or read it from ``cache``) and save
+    it in ``run_dir``, with ``accuracy``, ``from_cache`` and the fit's ``fit_seconds`` in
+    its JSON."""
     path = Path(run_dir) / REFERENCE_FILE if run_dir else None
     if path is not None and path.exists():
         saved = load_tensors(path, "a reference classifier")
@@ -109,13 +117,53 @@ def cached_reference(run_dir: str | Path | None, images: np.ndarray, labels: np.
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
             raise DamagedFile(path, f"not this run's reference classifier "
                                     f"({type(error).__name__})") from None
-    reference = train_reference(images, labels, num_classes, seed)
+    reference, record = _fit_or_read(images, labels, num_classes, seed, cache)
     if path is not None:
         with replacing(path) as tmp:
             torch.save({"state_dict": reference.model.state_dict(),
                         "accuracy": reference.accuracy}, tmp)
-        write_json(path.with_suffix(".json"), {"accuracy": reference.accuracy})
+        write_json(path.with_suffix(".json"), {"accuracy": reference.accuracy, **record})
     return reference
+
+
+CACHE_KIND = "dcgan-reference-classifier"
+
+
+def _fit_or_read(images: np.ndarray, labels: np.ndarray, num_classes: int, seed: int,
+                 cache: Cache | None) -> tuple[Reference, dict[str, Any]]:
+    """The reference classifier from ``cache`` if an entry has this key, else fitted (and kept).
+
+    The key holds a digest of the held-out images and labels themselves, so it follows the
+    data whatever data set, folder or size produced them; a hit also restores torch's
+    random state after the fit, so the process goes on as if it had fitted.
+    """
+    started = time.monotonic()
+    key, inputs = None, {}
+    if cache is not None:
+        inputs = {"data": digest({"images": images, "labels": labels}),
+                  "num-classes": num_classes, "seed": seed, "epochs": REFERENCE_EPOCHS,
+                  "holdout": REFERENCE_HOLDOUT}
+        key = entry_key(CACHE_KIND, inputs, (sys.modules[__name__],))
+        kept = cache.load(CACHE_KIND, key)
+        if kept is not None:
+            model = ReferenceClassifier(images.shape[1], num_classes)
+            try:  # the random state last: a wrong entry changes nothing outside ``model``
+                model.load_state_dict(kept["state_dict"])
+                accuracy, fit_seconds = float(kept["accuracy"]), float(kept["fit_seconds"])
+                torch.set_rng_state(kept["rng_state"])
+                return Reference(model, accuracy), {"from_cache": True,
+                                                    "fit_seconds": fit_seconds}
+            except (KeyError, TypeError, ValueError, RuntimeError):
+                cache.say(f"cache: {cache.paths(CACHE_KIND, key)[1]}: not a reference "
+                          "classifier of these images; fitting again")
+    reference = train_reference(images, labels, num_classes, seed, epochs=REFERENCE_EPOCHS,
+                                holdout=REFERENCE_HOLDOUT)
+    seconds = round(time.monotonic() - started, 1)
+    if cache is not None and key is not None:
+        cache.store(CACHE_KIND, key, {"state_dict": reference.model.state_dict(),
+                                      "accuracy": reference.accuracy, "fit_seconds": seconds,
+                                      "rng_state": torch.get_rng_state()}, inputs)
+    return reference, {"from_cache": False, "fit_seconds": seconds}
 
 
 def statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -160,19 +208,24 @@ class Scorer:
     seed : int
         Seeds the reference classifier and every TSTR classifier.
     cache_dir : Path, optional
-        Where the trained reference classifier is kept between processes.
+        Where the trained reference classifier is kept between processes (the run folder).
+    cache : Cache, optional
+        Where it is kept between runs (:mod:`fl_core.cache`): it depends only on the
+        held-out split, the seed and the code.
     """
 
-    def __init__(self, images: Any, seed: int, cache_dir: Path | None = None) -> None:
+    def __init__(self, images: Any, seed: int, cache_dir: Path | None = None,
+                 cache: Cache | None = None) -> None:
         self.images = images
         self.seed = seed
         self.cache_dir = cache_dir
+        self.cache = cache
 
     @cached_property
     def reference(self) -> Reference:
         """The classifier whose features and predictions FID and IS read."""
         return cached_reference(self.cache_dir, self.images.test_x, self.images.test_y,
-                                self.images.num_classes, self.seed)
+                                self.images.num_classes, self.seed, self.cache)
 
     @cached_property
     def _real_stats(self) -> tuple[np.ndarray, np.ndarray]:

@@ -16,7 +16,6 @@ weights, the partition and prior records) is written by :mod:`tasks.dcgan.artifa
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from functools import cached_property
 from typing import Any
@@ -36,6 +35,7 @@ from tasks.dcgan import public_prior
 from tasks.dcgan.ema import GeneratorEMA, ema_state, with_ema
 from tasks.dcgan.models import Discriminator, Generator, build_pair
 from tasks.dcgan.options import DCGANOptions, resolve_prior
+from tasks.dcgan.prior_cache import fit_prior
 from tasks.dcgan.release import GeneratorRelease
 from tasks.dcgan.training import (
     BETA1,
@@ -195,7 +195,8 @@ class DCGANTask(GeneratorRelease, PrivateImageTask):
         """Seeded DCGAN initialisation; D is checked by Opacus's ModuleValidator here.
 
         With a public prior, the pretraining on public data happens here, once, on the
-        server (see :mod:`tasks.dcgan.public_prior`); what it found is kept in
+        server (see :mod:`tasks.dcgan.public_prior`), or its result is read from the
+        workspace's cache (:mod:`tasks.dcgan.prior_cache`); what it found is kept in
         :attr:`prior_record`.
         """
         generator, discriminator = build_pair(self.image_size, self.images.channels,
@@ -212,20 +213,12 @@ class DCGANTask(GeneratorRelease, PrivateImageTask):
         if kept is not None:
             return kept
         guide = None
-        if self.prior != "none":
+        if self.prior != "none":  # fitted, or read from the cache (tasks/dcgan/prior_cache.py)
             resolve_prior(self.prior, self.dataset, self.images.channels)
-            started = time.monotonic()
-            self.workspace.say("public prior: training G and D on public font digits before "
-                               "round 1")
-            device = torch_device(self.device_choice)
-            guide = (public_prior.guide_classifier(self.image_size, self.seed)
-                     if self.coded else None)
-            record = {"prior": self.prior, "device": device.type, "class_code": self.coded,
-                      **public_prior.pretrain(generator, discriminator, self.image_size,
-                                              self.seed, device, guide)}
-            record["seconds"] = round(time.monotonic() - started, 1)
-            self.workspace.say(f"public prior: done in {record['seconds']:.0f} s")
-            self.prior_record = record
+            guide, self.prior_record = fit_prior(
+                generator, discriminator, prior=self.prior, image_size=self.image_size,
+                seed=self.seed, coded=self.coded, device=torch_device(self.device_choice),
+                cache=self.workspace.cache, say=self.workspace.say)
         joint = joint_state(generator, discriminator)
         if self.ema_decay:
             joint = with_ema(joint, generator.state_dict())
@@ -338,7 +331,8 @@ class DCGANTask(GeneratorRelease, PrivateImageTask):
     @cached_property
     def scorer(self) -> gan_metrics.Scorer:
         """Scores generated images against the server's held-out real images."""
-        return gan_metrics.Scorer(self.images, self.seed, self.workspace.run_dir)
+        return gan_metrics.Scorer(self.images, self.seed, self.workspace.run_dir,
+                                  self.workspace.cache)
 
     def generate(self, arrays: ArrayRecord, count: int, seed: int) -> np.ndarray:
         """``count`` images (model range) of the released G for a fixed noise seed.
