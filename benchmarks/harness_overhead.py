@@ -73,7 +73,7 @@ def main() -> None:
     print(f"CLI run (Ray simulation, results, report): {harness:.1f} s")
     print(f"plain in-process FedAvg loop:             {plain:.2f} s "
           f"(final server metrics {metrics})")
-    print(f"ratio: {harness / plain:.0f}x; per-round harness overhead: "
+    print(f"ratio: {harness / plain:.1f}x; per-round harness overhead: "
           f"{(harness - plain) / rounds:.2f} s")
 
 

@@ -56,7 +56,7 @@ def _help_for(spec: Spec) -> str:
     return f"{text} (default: {spec.default!r})"
 
 
-RAY_ONLY = ("resume", "ray-address")
+RAY_ONLY = ("resume", "ray-address", "sweep-parallel")
 """Run options a Ray simulation takes and the Deployment Engine launcher does not."""
 
 
@@ -121,8 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_flags(run)
     run.add_argument(
         "--sweep", action="append", default=[], metavar="KEY=V1,V2,...",
-        help="run once per value of a run-config key (or flag name), sequentially into one "
-             "folder, then compare the runs; repeat for a grid, e.g. --sweep lr=0.005,0.01",
+        help="run once per value of a run-config key (or flag name) into one folder "
+             "(--sweep-parallel runs at once), then compare the runs; repeat for a grid, "
+             "e.g. --sweep lr=0.005,0.01",
     )
     run.set_defaults(handler=cmd_run)
     report = commands.add_parser(
@@ -228,7 +229,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     else:
         cfg = lifecycle.claim_run_dir(RunConfig.from_mapping(overrides))
     simulation.quiet_libraries(args.verbose)
-    return simulation.simulate(cfg, args.verbose)
+    # The process ends after this run (entry): its Ray ends with it, unwaited.
+    return simulation.simulate(cfg, args.verbose, wait_for_ray=False)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -291,6 +293,9 @@ def cmd_deploy(args: argparse.Namespace) -> int:
             print_summary(run_dir)
     finally:
         lock.release()
+    from fl_sim.record.phases import finish_timeline
+
+    finish_timeline(run_dir)
     report_quietly(run_dir)  # every run ends with its report, deployed ones too
     return code
 
@@ -301,12 +306,21 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from fl_sim.release.audit_report import print_audit
     from fl_sim.run.simulation import report_quietly
 
-    record = run_audit(Path(args.run_dir), args.audit_round, args.client, args.members,
-                       args.synthetic, args.synthetic_file, args.seed)
+    with _phase("audit: membership-inference attacks on the run's models"):
+        record = run_audit(Path(args.run_dir), args.audit_round, args.client, args.members,
+                           args.synthetic, args.synthetic_file, args.seed)
     print_audit(record)
     print(f"audit: {Path(args.run_dir) / 'audit.json'}")
     report_quietly(Path(args.run_dir))
     return 0
+
+
+def _phase(name: str):
+    """A spinner with elapsed time on a terminal, start and end lines elsewhere."""
+    from fl_sim.record.phases import PhaseClock
+    from fl_sim.record.progress import choose_mode
+
+    return PhaseClock(choose_mode(False)).phase(name)
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
@@ -315,7 +329,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     plan, task, arrays = plan_release(args.run_dir, args.n, args.out, args.round,
                                       args.seed, args.fmt, args.force)
-    meta = write_release(plan, task, arrays)
+    with _phase(f"sample: generating {args.n} images"):
+        meta = write_release(plan, task, arrays)
     print(summary_line(meta, plan.out, plan.metadata_path))
     return 0
 

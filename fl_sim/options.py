@@ -52,8 +52,8 @@ PYPROJECT = PROJECT_ROOT / "pyproject.toml"
 G = TypeVar("G", bound=Options)
 
 __all__ = ["PROJECT_ROOT", "PYPROJECT", "TASK_DEFAULTED", "OptionError", "RunConfig",
-           "RunOptions", "ResourceOptions", "FaultOptions", "ReplyOptions", "defaults",
-           "flag_of"]
+           "RunOptions", "ResourceOptions", "FaultOptions", "ReplyOptions", "CacheOptions",
+           "defaults", "flag_of"]
 
 
 @group("Run")
@@ -75,6 +75,8 @@ class RunOptions(Options):
     checkpoint_every: int = option(0, "write a resumable checkpoint every K rounds (0: never)",
                                    check=at_least(0))
     resume: str = option("", "continue the killed run in this folder to its planned rounds")
+    tensorboard: bool = option(False, "also write the round metrics as TensorBoard event files "
+                               "in RUN_DIR/tensorboard (tensorboard --logdir RUN_DIR)")
 
     def validate(self, settings: Settings) -> None:
         """Checkpoints need each client's saved state in its train reply; SecAgg+ drops it."""
@@ -88,13 +90,17 @@ class RunOptions(Options):
 
 @group("Resources (Ray)")
 class ResourceOptions(Options):
-    """What Ray reserves per client and which cluster it joins (``fl_sim.run.simulation``)."""
+    """What Ray reserves per client, the cluster, sweep runs at once (``fl_sim.run``)."""
 
     client_cpus: float = option(1.0, "CPUs Ray reserves per client; sets how many run at "
                                 "once", check=positive)
     client_gpus: float = option(0.0, "GPU share Ray reserves per client (e.g. 0.25)",
                                 check=at_least(0))
     ray_address: str = option("", "join this Ray cluster (host:port) instead of starting one")
+    sweep_parallel: int = option(
+        0, "--sweep runs at once, each in its own process and Ray with its share of the CPUs "
+        "(0: as many as the CPUs hold at --client-cpus each, 1 with --ray-address; "
+        "1: one after another)", check=at_least(0))
 
 
 @group("Injected faults")
@@ -122,6 +128,33 @@ class ReplyOptions(Options):
         check=one_of(CLIENT_METRICS))
 
 
+def _cache_folder(v: Any) -> str | None:
+    """A folder or a path where one can be made: not an existing file."""
+    if v and Path(v).expanduser().exists() and not Path(v).expanduser().is_dir():
+        return f"{v!r} exists and is not a folder"
+    return None
+
+
+@group("Cache")
+class CacheOptions(Options):
+    """Fits of public data kept between runs (``fl_core.cache``, read by ``app.server_app``).
+
+    What is kept depends only on public or held-out data, the seed and the code: the
+    DCGAN's public prior and its FID reference classifier.
+
+    Neither option changes what a run computes: an entry is reused only where its key
+    (every input, the code, the library versions, the thread count) says a fit would give
+    the same bits. So both may change on ``--resume`` and neither tells runs apart.
+    """
+
+    cache: bool = option(True, "reuse fits of public data (the dcgan's public prior and FID "
+                         "reference) from the cache folder; --no-cache fits them every run "
+                         "and writes nothing there")
+    cache_dir: str = option("", "cache folder (empty: $FL_SIM_CACHE_DIR, else "
+                            "$XDG_CACHE_HOME/fl-sim, else ~/.cache/fl-sim)",
+                            check=_cache_folder)
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Every resolved setting of one run: one validated group per field.
@@ -144,6 +177,7 @@ class RunConfig:
     quorum: QuorumOptions
     faults: FaultOptions
     replies: ReplyOptions
+    cache: CacheOptions
     image: ImageDataOptions
     dp_sgd: DPSGDOptions
     device: DeviceOptions

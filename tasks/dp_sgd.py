@@ -22,19 +22,7 @@ import torch
 from flwr.app import ConfigRecord, RecordDict
 from torch import nn
 
-from tasks.options import ACCOUNTANTS, GRAD_SAMPLE_MODES
-
-VERBOSE_ENV = "FL_SIM_VERBOSE"
-"""Set (by ``--verbose``) to see the library warnings :func:`quiet_known_warnings` hides."""
-KNOWN_WARNINGS = (
-    # Opacus, once per client process: its secure RNG needs torchcsprng, which cannot be
-    # installed here (docs/privacy-guarantees.md); the user cannot act on it.
-    "Secure RNG turned off",
-    # torch, from Opacus's per-sample hooks when D's input needs no gradient (the D step on
-    # real images): expected, and the per-sample gradients are right.
-    "Full backward hook is firing when gradients are computed with respect to module "
-    "outputs since no inputs require gradients",
-)
+from tasks.options import ACCOUNTANTS, GRAD_SAMPLE_MODES, KNOWN_WARNINGS, VERBOSE_ENV
 
 
 def quiet_known_warnings() -> None:

@@ -9,6 +9,21 @@ from fl_core.options import Options, at_least, group, one_of, option, positive
 
 ACCOUNTANTS = ("rdp", "prv")
 GRAD_SAMPLE_MODES = ("hooks", "functorch", "ew")
+VERBOSE_ENV = "FL_SIM_VERBOSE"
+"""Set (to 1) by ``--verbose``: the clients show the library warnings ``tasks.dp_sgd`` hides.
+
+Declared here, not in ``tasks.dp_sgd``, with :data:`KNOWN_WARNINGS`, so the launcher and
+the logging set-up read them before Ray starts without importing torch first."""
+KNOWN_WARNINGS = (
+    # Opacus, once per client process: its secure RNG needs torchcsprng, which cannot be
+    # installed here (docs/privacy-guarantees.md); the user cannot act on it.
+    "Secure RNG turned off",
+    # torch, from Opacus's per-sample hooks when D's input needs no gradient (the D step on
+    # real images): expected, and the per-sample gradients are right.
+    "Full backward hook is firing when gradients are computed with respect to module "
+    "outputs since no inputs require gradients",
+)
+"""Library warnings with nothing for the user to do (hidden unless ``--verbose``)."""
 
 
 @group("Sample-level DP-SGD (Opacus)")

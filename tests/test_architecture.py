@@ -3,7 +3,8 @@
 See docs/architecture.md. ``fl_core`` is the floor; ``tasks`` and ``strategies`` stand on
 it and never reach up into the harness; inside ``fl_sim`` the readers of run folders
 (``record``, ``report``) never import the apps or the launchers, and the apps never
-import the launchers (``run.simulation``, ``run.deploy``, ``run.sweep``) or the CLI.
+import the launchers (``run.simulation``, ``run.deploy``, ``run.sweep``, ``run.parallel``)
+or the CLI.
 """
 
 from __future__ import annotations
@@ -67,7 +68,8 @@ def test_tasks_and_strategies_never_import_the_harness():
 
 
 def test_readers_of_run_folders_never_import_apps_or_launchers():
-    launchers = ("fl_sim.run.simulation", "fl_sim.run.deploy", "fl_sim.run.sweep", "fl_sim.cli")
+    launchers = ("fl_sim.run.simulation", "fl_sim.run.deploy", "fl_sim.run.sweep",
+                 "fl_sim.run.parallel", "fl_sim.cli")
     assert _importers_of(("fl_sim.record", "fl_sim.report"),
                          ("fl_sim.app", *launchers)) == []
     assert _importers_of(("fl_sim.app",), launchers) == []

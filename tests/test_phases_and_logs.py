@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -28,15 +29,28 @@ def test_a_nested_phase_is_counted_once(monkeypatch):
     monkeypatch.setattr(phases.time, "perf_counter", clock)
     out = io.StringIO()
     timer = phases.PhaseClock("plain", out)
+    timer.after = 0.0  # announce at once
     with timer.phase("rounds"):
+        time.sleep(0.05)  # the announcing timer runs
         clock.now += 10
         with timer.phase("reference classifier"):
+            time.sleep(0.05)
             clock.now += 4
         clock.now += 1
     assert timer.seconds == {"reference classifier": 4.0, "rounds": 11.0}
     assert out.getvalue().splitlines() == [
         "rounds ...", "reference classifier ...", "reference classifier: done in 4 s",
         "rounds: done in 15 s"]
+
+
+def test_a_short_phase_says_nothing_but_is_timed():
+    out = io.StringIO()
+    timer = phases.PhaseClock("plain", out)
+    with timer.phase("initial model"):
+        pass
+    with timer.phase("rounds", shown=False):
+        pass
+    assert out.getvalue() == "" and set(timer.seconds) == {"initial model", "rounds"}
 
 
 def test_quiet_shows_nothing_and_a_busy_terminal_gets_lines(monkeypatch):
@@ -46,14 +60,16 @@ def test_quiet_shows_nothing_and_a_busy_terminal_gets_lines(monkeypatch):
         advance(1)
     assert out.getvalue() == "" and "public prior" in timer.seconds
     busy = phases.PhaseClock("rich", out, busy=lambda: True)
+    busy.after = 0.0
     with busy.phase("reference classifier"):
-        pass
+        time.sleep(0.05)
     assert out.getvalue().startswith("reference classifier ...")
 
 
 def test_rich_mode_leaves_one_line_per_phase():
     out = io.StringIO()
     timer = phases.PhaseClock("rich", out)
+    timer.after = 0.0
     with timer.phase("public prior", total=2) as advance:
         advance(1)
         advance(1)

@@ -179,3 +179,16 @@ def test_privacy_mod_clips_train_updates_with_flowers_mod_under_client_clipping(
     np.testing.assert_allclose(out.content["arrays"].to_numpy_ndarrays()[0], [0.6, 0.8],
                                rtol=1e-6)
     assert out.content["metrics"]["dp-weight"] == 1.0
+
+
+def test_aggregated_metrics_leave_out_what_describes_one_client():
+    from flwr.app import MetricRecord, RecordDict
+
+    from strategies.fedavg import aggregate_model_metrics
+
+    replies = [RecordDict({"metrics": MetricRecord({"loss": loss, "num-examples": n,
+                                                   "partition-id": pid, "seconds": 1.0})})
+               for loss, n, pid in ((1.0, 10, 0), (3.0, 30, 1))]
+    aggregated = aggregate_model_metrics(replies, "num-examples")
+    assert aggregated["loss"] == pytest.approx(2.5)
+    assert "partition-id" not in aggregated and "seconds" not in aggregated

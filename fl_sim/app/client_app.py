@@ -22,10 +22,16 @@ from fl_sim.app.frozen import frozen_of
 from fl_sim.app.he_client import decrypt_sum, he_mod
 from fl_sim.app.settings import settings_of
 from fl_sim.options import RunConfig
+from fl_sim.record import logs
 from fl_sim.record.recorder import NUM_EXAMPLES, PARTITION_ID, SECONDS
 from strategies.he import SUM_KEY
 from tasks import registry as task_registry
 from tasks.base import Partition, Task, Workspace
+
+# This client process's terminal logging, at the CLI's level, with the known library noise
+# held back (fl_sim.record.logs): among it Flower's "Manually terminating ClientAppActor",
+# which reaches the run's terminal while the run writes its report.
+logs.configure()
 
 # Outermost first: injected faults (fl_sim/app/faults.py) fire before any DP/SecAgg+ work;
 # he_mod encrypts the (clipped) update under --he; privacy_mod is a no-op unless
@@ -38,6 +44,8 @@ app = ClientApp(mods=[fault_mod, he_mod, privacy_mod, metrics_mod])
 def _task(settings: RunConfig) -> Task:
     # One task object per process and config: data and models load once per actor.
     run_dir = settings.run.run_dir or settings.run.resume
+    if run_dir:  # this process's records (held-back warnings too) go to the run's run.log
+        logs.attach_run_log(run_dir)
     return task_registry.get(settings.task)(settings,
                                             Workspace(Path(run_dir) if run_dir else None))
 

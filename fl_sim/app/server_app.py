@@ -16,14 +16,18 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.exception import PrivacyBudgetExhausted
 from flwr.serverapp.strategy import Strategy
 
+from fl_core.cache import Cache, cache_dir
 from fl_core.flower import InMemoryGrid
 from fl_sim.app.client_state import ClientStates
 from fl_sim.app.frozen import train_config
 from fl_sim.options import RunConfig
+from fl_sim.record import logs
+from fl_sim.record.phases import PhaseClock, process_started_unix
 from fl_sim.record.privacy import PrivacyLog
 from fl_sim.record.progress import RoundProgress, choose_mode
 from fl_sim.record.recorder import PARTITION_ID, RunRecorder
 from fl_sim.record.results import ResultsWriter
+from fl_sim.record.tensorboard import TensorBoardLog
 from fl_sim.run import checkpoint
 from fl_sim.run.lifecycle import now, resolve_run_dir, versions
 from strategies import registry as strategy_registry
@@ -60,11 +64,19 @@ def _say(quiet: bool):
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     """Run ``num-server-rounds`` rounds of the configured strategy and record them."""
+    server_started = time.time()
     cfg = RunConfig.from_mapping(dict(context.run_config))
     run_dir = Path(cfg.run.resume) if cfg.run.resume else resolve_run_dir(cfg)
+    logs.configure()  # idempotent; under `flwr run` no CLI has set it up
+    run_log = logs.attach_run_log(run_dir)
+    rounds = cfg.federation.num_server_rounds
+    progress = RoundProgress(rounds, choose_mode(cfg.run.quiet))
+    clock = PhaseClock(progress.mode, busy=lambda: progress.active)
     settings = {**cfg.to_run_config(), "run-dir": str(run_dir)}
+    say = _say(cfg.run.quiet)
+    cache = Cache(cache_dir(cfg.cache.cache_dir), say) if cfg.cache.cache else None
     task = task_registry.get(cfg.task)(
-        cfg, Workspace(run_dir, _say(cfg.run.quiet), resuming=bool(cfg.run.resume)))
+        cfg, Workspace(run_dir, say, resuming=bool(cfg.run.resume), cache=cache))
     artifacts = task.artifacts(run_dir) if hasattr(task, "artifacts") else None
     resumed = checkpoint.load(run_dir) if cfg.run.resume else None
     if resumed:  # before the CSVs are opened for appending
@@ -88,9 +100,14 @@ def main(grid: Grid, context: Context) -> None:
                 "status": "running",
             }
         )
-    rounds = cfg.federation.num_server_rounds
-    progress = RoundProgress(rounds, choose_mode(cfg.run.quiet))
-    recorder = RunRecorder(writer, run_id, on_round=progress.on_round,
+    board = TensorBoardLog(run_dir) if cfg.run.tensorboard else None
+
+    def on_round(row: dict) -> None:
+        progress.on_round(row)
+        if board is not None:
+            board.add_round(row)
+
+    recorder = RunRecorder(writer, run_id, on_round=on_round,
                            min_replies=cfg.quorum.min_replies,
                            deadline=cfg.run.round_timeout, delta=cfg.federation.delta)
     base = strategy_registry.build_for_run(cfg)
@@ -107,7 +124,8 @@ def main(grid: Grid, context: Context) -> None:
     strategy: Strategy = RecordingStrategy(inner, recorder)
     random.seed(cfg.federation.seed)  # Flower's strategies sample nodes with `random`
     offset = 0
-    last = {"round": 0, "arrays": task.initial_arrays()}
+    with clock.phase("initial model"):  # the DCGAN's public prior is fitted here
+        last = {"round": 0, "arrays": task.initial_arrays()}
     frozen = task.frozen_arrays() if hasattr(task, "frozen_arrays") else None
     if not resumed:
         # Values a task derives from the flags (e.g. the noise --target-epsilon implies);
@@ -123,7 +141,11 @@ def main(grid: Grid, context: Context) -> None:
         server_round += offset
         if resumed and server_round == offset:
             return None  # the checkpointed round's row is already written
-        metrics = task.central_evaluate(server_round, arrays)
+        if server_round == 0:  # the DCGAN's reference classifier is trained here
+            with clock.phase("round 0 evaluation"):
+                metrics = task.central_evaluate(server_round, arrays)
+        else:
+            metrics = task.central_evaluate(server_round, arrays)
         if artifacts is not None:
             artifacts.after_round(server_round, arrays)
         writer.save_state_dict(arrays.to_torch_state_dict())
@@ -139,15 +161,16 @@ def main(grid: Grid, context: Context) -> None:
     status = "failed"
     try:
         progress.start()
-        strategy.start(
-            grid=grid,
-            initial_arrays=last["arrays"],
-            num_rounds=rounds - offset,
-            timeout=wall_clock_timeout(grid, cfg.run.round_timeout),
-            train_config=train_config(frozen),  # frozen arrays travel outside the model
-            evaluate_config=ConfigRecord(),
-            evaluate_fn=evaluate_fn,
-        )
+        with clock.phase("rounds", shown=False):  # they have their own display
+            strategy.start(
+                grid=grid,
+                initial_arrays=last["arrays"],
+                num_rounds=rounds - offset,
+                timeout=wall_clock_timeout(grid, cfg.run.round_timeout),
+                train_config=train_config(frozen),  # frozen arrays travel outside the model
+                evaluate_config=ConfigRecord(),
+                evaluate_fn=evaluate_fn,
+            )
         status = "finished"
     except PrivacyBudgetExhausted as stop:  # model.pt is already the last allowed round's
         print(f"stopped: {stop}", flush=True)
@@ -165,9 +188,16 @@ def main(grid: Grid, context: Context) -> None:
             # round of this process aggregated: all skipped, budget spent, nothing left).
             writer.write_json("summary.json", task.summary(last["arrays"]))
         writer.update_config(
-            status=status, finished_at=now(), wall_seconds=round(time.perf_counter() - started, 3)
+            status=status, finished_at=now(), wall_seconds=round(time.perf_counter() - started, 3),
+            phases={"start-up": round(server_started - process_started_unix(), 1),
+                    **clock.seconds},
+            # this process's; the launcher replaces it with the whole command's (phases.py)
+            total_seconds=round(time.time() - process_started_unix(), 1),
         )
         writer.close()
+        if board is not None:
+            board.close()
+        logs.detach(run_log)
     LOG.info("results written to %s", run_dir)
 
 

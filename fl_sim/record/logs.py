@@ -18,7 +18,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from tasks.dp_sgd import KNOWN_WARNINGS, VERBOSE_ENV
+from tasks.options import KNOWN_WARNINGS, VERBOSE_ENV  # light: no torch before Ray
 
 LEVELS = ("debug", "info", "warning", "error")
 LEVEL_ENV = "FL_SIM_LOG_LEVEL"

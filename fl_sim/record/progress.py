@@ -89,6 +89,7 @@ class RoundProgress:
         self.stream = stream or sys.stdout
         self._bar = None
         self._task = None
+        self._wanted = False
 
     def __enter__(self) -> RoundProgress:
         self.start()
@@ -97,10 +98,20 @@ class RoundProgress:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @property
+    def active(self) -> bool:
+        """Whether the bar holds the terminal (a phase then prints lines instead)."""
+        return self._bar is not None
+
     def start(self) -> None:
-        """Show the bar (terminal only)."""
-        if self.mode != "rich":
-            return
+        """Show the bar (terminal only) once the first round row arrives.
+
+        Waiting for round 0's row leaves the terminal to the phases before it (the
+        reference classifier of the initial model's evaluation) and their spinners.
+        """
+        self._wanted = self.mode == "rich"
+
+    def _show(self) -> None:
         from rich.console import Console
         from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -116,6 +127,8 @@ class RoundProgress:
         """Show a finished round (round 0: the initial model's evaluation)."""
         if self.mode == "quiet":
             return
+        if self._wanted and self._bar is None:
+            self._show()
         if self.mode == "plain" or self._bar is None:
             print(progress_line(row, self.total), file=self.stream, flush=True)
             return
@@ -134,6 +147,7 @@ class RoundProgress:
 
     def close(self) -> None:
         """Stop the bar, leaving its last state on screen."""
+        self._wanted = False
         if self._bar is not None:
             self._bar.stop()
             self._bar = None

@@ -34,6 +34,10 @@ ONLY_WHEN = {
 """Keys read only under another key's value (None: when that key is non-zero)."""
 
 
+PHASE_ORDER = ("start-up", "initial model", "round 0 evaluation", "rounds")
+"""The phases a run records (config.json ``phases``), in the order they happen."""
+
+
 def applicable_settings(run: RunData) -> list[tuple[str, Any]]:
     """The settings the run's task, strategy and switches read, in option-group order.
 
@@ -107,9 +111,14 @@ def wall_time(run: RunData) -> str | None:
     total = config.get("total_seconds", config.get("wall_seconds"))
     if total is None:
         return None
-    phases = config.get("phases") or {}
-    split = ", ".join(f"{name} {float(seconds):.0f} s" for name, seconds in phases.items())
-    return f"{float(total):.0f} s" + (f" ({split})" if split else "")
+    recorded = config.get("phases") or {}  # config.json keeps keys sorted: order them
+    names = [*(n for n in PHASE_ORDER if n in recorded), *sorted(set(recorded) - set(PHASE_ORDER))]
+    phases = {name: float(recorded[name]) for name in names}
+    other = float(total) - sum(phases.values())
+    if phases and other >= 0.5:
+        phases["shut-down, summary and the rest"] = other
+    split = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in phases.items())
+    return f"{float(total):.0f} s" + (f": {split}" if split else "")
 
 
 def privacy_rows(run: RunData) -> list[tuple[str, Any]]:

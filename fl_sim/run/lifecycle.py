@@ -24,8 +24,10 @@ from fl_sim.options import OptionError, RunConfig, defaults, flag_of
 from fl_sim.record.run_folder import RunFolder
 
 PACKAGES = ("flwr", "torch", "opacus", "ray", "flwr-datasets", "numpy", "pandas")
-RESUME_MAY_CHANGE = ("ray-address", "client-cpus", "client-gpus", "round-timeout", "resume")
-"""Settings a resumed run may change: where and how fast it runs, never what it computes."""
+RESUME_MAY_CHANGE = ("ray-address", "client-cpus", "client-gpus", "round-timeout", "cache",
+                     "cache-dir", "tensorboard", "resume")
+"""Settings a resumed run may change: where and how fast it runs, never what it computes
+(a cache entry is used only where it holds the bits a fit would give)."""
 
 
 def now() -> str:

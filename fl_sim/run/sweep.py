@@ -1,9 +1,11 @@
 """``run --sweep KEY=V1,V2,...``: one run per grid point, into one folder, then compare.
 
 Every point is validated before the first run starts (a bad value anywhere exits 2
-before Ray starts); runs go one after another in this process, each with its own
-report; the comparison goes to ``<sweep folder>/compare/``. Generic over run-config
-keys: ``--sweep noise-multiplier=0.5,1,2`` works wherever that key exists.
+before Ray starts); runs go one after another in this process (``--sweep-parallel 1``) or
+several at once, each in its own process (:mod:`fl_sim.run.parallel`), each with its own
+report; the comparison goes to ``<sweep folder>/compare/`` once every point has ended.
+Generic over run-config keys: ``--sweep noise-multiplier=0.5,1,2`` works wherever that
+key exists.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from typing import Any
 from fl_core.options import OptionError, UsageError
 from fl_sim.options import RunConfig, defaults, option_groups
 
-NOT_SWEPT = {"run-dir", "run-name", "out-dir", "ray-address", "quiet"}
+NOT_SWEPT = {"run-dir", "run-name", "out-dir", "ray-address", "quiet", "sweep-parallel",
+             "cache", "cache-dir"}
 
 
 class SweepError(UsageError):
@@ -111,11 +114,37 @@ def plan(specs: list[str], overrides: dict[str, Any]) -> tuple[Path, list[RunCon
     names = [cfg.run.run_name for cfg in configs]
     if len(set(names)) != len(names):
         raise SweepError("--sweep: two values give the same run (repeated values?)")
+    resources = configs[0].resources
+    if resources.ray_address and resources.sweep_parallel > 1:
+        raise OptionError("sweep-parallel", "runs each point on a Ray of its own; points "
+                          "joining one cluster (--ray-address) would each size their clients "
+                          "to the whole cluster and queue for it: use 1 with --ray-address")
     return sweep_dir, configs
+
+
+def compare_runs(runs: list[Path], sweep_dir: Path) -> int:
+    """Compare the sweep's runs into ``<sweep>/compare/``; 1 if that fails (the runs are safe).
+
+    A point stopped before its ServerApp began (no ``config.json``) has nothing to compare.
+    """
+    from fl_sim.report.compare import compare
+
+    runs = [run for run in runs if (run / "config.json").exists()]
+    try:
+        index = compare(runs, sweep_dir / "compare")
+    except Exception as error:  # noqa: BLE001 - the runs are safe; say why
+        print(f"fl_sim: compare failed ({error}); retry with: python -m fl_sim compare "
+              f"{' '.join(map(str, runs))}", file=sys.stderr)
+        return 1
+    print(f"comparison: {index}", flush=True)
+    return 0
 
 
 def run_sweep(specs: list[str], overrides: dict[str, Any], verbose: bool = False) -> int:
     """Run every grid point, then compare; returns the worst exit code of the runs.
+
+    ``--sweep-parallel`` (:func:`fl_sim.run.parallel.points_at_once`) decides how many
+    points run at once; with one, they run one after another in this process.
 
     Raises
     ------
@@ -123,30 +152,28 @@ def run_sweep(specs: list[str], overrides: dict[str, Any], verbose: bool = False
         Before the first run, for a bad spec or grid point; later, if a point's folder
         cannot be claimed.
     """
-    from fl_sim.report.compare import compare
     from fl_sim.run.lifecycle import claim_run_dir
-    from fl_sim.run.simulation import quiet_libraries, simulate
+    from fl_sim.run.parallel import points_at_once, run_points
 
     sweep_dir, configs = plan(specs, overrides)
     for cfg in configs:  # every point's data are checked before the first run
         cfg.preflight()
+    at_once, num_cpus = points_at_once(configs[0], len(configs))
+    if at_once > 1:
+        each = f", {num_cpus} CPU{'s' if num_cpus != 1 else ''} each" if num_cpus else ""
+        print(f"sweep: {len(configs)} runs, {at_once} at a time{each}", flush=True)
+        code, started = run_points(configs, at_once, num_cpus, verbose)
+        return max(code, compare_runs(started, sweep_dir))
+
+    from fl_sim.run.simulation import quiet_libraries, simulate
+
     quiet_libraries(verbose)
     done: list[Path] = []
-
-    def compare_done() -> int:
-        try:
-            index = compare(done, sweep_dir / "compare")
-        except Exception as error:  # noqa: BLE001 - the runs are safe; say why
-            print(f"fl_sim: compare failed ({error}); retry with: python -m fl_sim compare "
-                  f"{' '.join(map(str, done))}", file=sys.stderr)
-            return 1
-        print(f"comparison: {index}", flush=True)
-        return 0
-
     code = 0
     for i, cfg in enumerate(configs, 1):
         cfg = claim_run_dir(cfg)
         print(f"sweep {i}/{len(configs)}: {cfg.run.run_name} -> {cfg.run.run_dir}", flush=True)
         done.append(Path(cfg.run.run_dir))
-        code = max(code, simulate(cfg, verbose, also_on_interrupt=compare_done))
-    return max(code, compare_done())
+        code = max(code, simulate(cfg, verbose,
+                                  also_on_interrupt=lambda: compare_runs(done, sweep_dir)))
+    return max(code, compare_runs(done, sweep_dir))
