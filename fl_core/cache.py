@@ -37,12 +37,12 @@ import os
 import platform
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 from fl_core.atomic import write_bytes, write_json
+from fl_core.versions import installed_versions
 
 ENV_VAR = "FL_SIM_CACHE_DIR"
 FORMAT = 1
@@ -97,18 +97,13 @@ def environment(device: str = "cpu") -> dict[str, Any]:
     """What, besides the inputs and the code, decides the bits of a fit on ``device``."""
     import torch
 
-    found: dict[str, Any] = {"python": platform.python_version(),
+    found: dict[str, Any] = {**installed_versions(PACKAGES),
                              "machine": platform.machine(),
                              "cpu-capability": torch.backends.cpu.get_cpu_capability(),
                              "torch-threads": torch.get_num_threads(),
                              "device": str(device)}
     if str(device).startswith("cuda"):
         found["gpu"] = torch.cuda.get_device_name(torch.device(device))
-    for name in PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "not installed"
     return found
 
 

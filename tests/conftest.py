@@ -80,3 +80,18 @@ def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
         [sys.executable, "-m", "fl_sim", *args], cwd=REPO, capture_output=True, text=True,
         timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
+
+
+@pytest.fixture
+def quick(monkeypatch):
+    """The public prior's recipe cut to one epoch of each phase on 630 digits.
+
+    A fit then takes seconds: for tests of the prior's plumbing and its cache, not of
+    what a full fit learns.
+    """
+    from tasks.dcgan import public_prior
+
+    monkeypatch.setattr(public_prior, "COPIES", 3)
+    monkeypatch.setattr(public_prior, "FEATURE_EPOCHS", 1)
+    monkeypatch.setattr(public_prior, "GAN_EPOCHS", 1)
+    monkeypatch.setattr(public_prior, "GUIDE_EPOCHS", 1)

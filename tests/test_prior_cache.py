@@ -24,15 +24,6 @@ SMALL = {"task": "dcgan", "clients": 2, "batch-size": 64, "num-server-rounds": 1
 
 
 @pytest.fixture
-def quick(monkeypatch):
-    """One public epoch of each phase on 630 digits: a fit takes seconds."""
-    monkeypatch.setattr(public_prior, "COPIES", 3)
-    monkeypatch.setattr(public_prior, "FEATURE_EPOCHS", 1)
-    monkeypatch.setattr(public_prior, "GAN_EPOCHS", 1)
-    monkeypatch.setattr(public_prior, "GUIDE_EPOCHS", 1)
-
-
-@pytest.fixture
 def fits(monkeypatch) -> list[int]:
     """Counts the public prior's fits."""
     counted = []

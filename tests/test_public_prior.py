@@ -29,15 +29,6 @@ def make_task(tmp_path=None, resuming=False, **overrides) -> DCGANTask:
     return DCGANTask(RunConfig.from_mapping(settings), workspace)
 
 
-@pytest.fixture
-def quick(monkeypatch):
-    """One public epoch of each phase on 630 digits: these tests check plumbing."""
-    monkeypatch.setattr(public_prior, "COPIES", 3)
-    monkeypatch.setattr(public_prior, "FEATURE_EPOCHS", 1)
-    monkeypatch.setattr(public_prior, "GAN_EPOCHS", 1)
-    monkeypatch.setattr(public_prior, "GUIDE_EPOCHS", 1)
-
-
 @pytest.mark.parametrize(("prior", "dataset", "expected"), [
     ("auto", "mnist5k", "digits"), ("auto", "mnist", "digits"),
     ("auto", "digits", "none"), ("auto", "fashion-mnist", "none"), ("auto", "cifar10", "none"),

@@ -128,12 +128,13 @@ def process_started_unix() -> float:
     are part of it, as a user timing the command sees them.
     """
     import os
+    from pathlib import Path
 
     try:
-        stat = open(f"/proc/{os.getpid()}/stat").read()  # noqa: SIM115 - read once
+        stat = Path(f"/proc/{os.getpid()}/stat").read_text()
         ticks = int(stat.rsplit(")", 1)[1].split()[19])
-        boot = next(float(line.split()[1]) for line in open("/proc/stat")  # noqa: SIM115
-                    if line.startswith("btime"))
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text()
+                    .splitlines() if line.startswith("btime"))
         return boot + ticks / os.sysconf("SC_CLK_TCK")
     except (OSError, ValueError, IndexError, StopIteration):
         return time.time()

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import socket
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from fl_core.atomic import write_json
+from fl_core.versions import installed_versions
 from fl_sim.options import OptionError, RunConfig, defaults, flag_of
 from fl_sim.record.run_folder import RunFolder
 
@@ -37,13 +36,7 @@ def now() -> str:
 
 def versions() -> dict[str, str]:
     """Versions of the packages that decide a run's numbers."""
-    found = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = "not installed"
-    return found
+    return installed_versions(PACKAGES)
 
 
 def default_run_id(cfg: RunConfig) -> str:
