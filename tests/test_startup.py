@@ -108,3 +108,20 @@ def test_workers_import_the_clients_modules_and_never_fail_on_one(tmp_path, monk
 def test_the_warm_modules_are_flowers_actor_the_client_app_and_the_task(task, module):
     assert warm_modules(RunConfig.from_mapping({"task": task})) == [
         "flwr.simulation.ray_transport.ray_actor", "fl_sim.app.client_app", module]
+
+
+def test_a_preloaded_worker_gets_the_threads_ray_granted_its_actor(monkeypatch):
+    import torch
+
+    from fl_sim.app.warm import match_ray_threads
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")  # what Ray sets for a one-CPU actor
+        assert match_ray_threads() == 1 and torch.get_num_threads() == 1
+        monkeypatch.delenv("OMP_NUM_THREADS")  # a process Ray did not start: untouched
+        torch.set_num_threads(2)
+        assert match_ray_threads() is None and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -21,6 +21,7 @@ from fl_sim.app.faults import fault_mod
 from fl_sim.app.frozen import frozen_of
 from fl_sim.app.he_client import decrypt_sum, he_mod
 from fl_sim.app.settings import settings_of
+from fl_sim.app.warm import match_ray_threads
 from fl_sim.options import RunConfig
 from fl_sim.record import logs
 from fl_sim.record.recorder import NUM_EXAMPLES, PARTITION_ID, SECONDS
@@ -43,6 +44,7 @@ app = ClientApp(mods=[fault_mod, he_mod, privacy_mod, metrics_mod])
 @lru_cache(maxsize=4)
 def _task(settings: RunConfig) -> Task:
     # One task object per process and config: data and models load once per actor.
+    match_ray_threads()  # before the task's first torch work in this actor
     run_dir = settings.run.run_dir or settings.run.resume
     if run_dir:  # this process's records (held-back warnings too) go to the run's run.log
         logs.attach_run_log(run_dir)

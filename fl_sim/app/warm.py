@@ -34,4 +34,24 @@ def warm(modules: str) -> list[str]:
     return failed
 
 
+def match_ray_threads() -> int | None:
+    """Give torch the threads Ray granted this actor (its ``OMP_NUM_THREADS``).
+
+    Why: torch fixes its thread count when it is first imported, and a preloaded worker
+    imports it before Ray sets the actor's ``OMP_NUM_THREADS`` (= its ``--client-cpus``).
+    Without this, each of two one-CPU actors on two cores ran two threads, and the
+    default DCGAN's rounds took about three times as long. Called in the actor, once the
+    environment is the actor's; a process Ray did not start (a SuperNode) keeps torch's own
+    choice. Returns the count set, or None.
+    """
+    threads = os.environ.get("OMP_NUM_THREADS", "")
+    if not threads.isdigit() or int(threads) < 1:
+        return None
+    import torch
+
+    if torch.get_num_threads() != int(threads):
+        torch.set_num_threads(int(threads))
+    return int(threads)
+
+
 warm(os.environ.get(MODULES_ENV, ""))
