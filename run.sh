@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # fl-sim entry point: bootstraps .venv (pinned by constraints.txt), then dispatches.
 #   ./run.sh --clients 5 --task dcgan     run a simulation (same as `./run.sh run ...`)
+#   ./run.sh frontier [run flags]         the DP-DCGAN's privacy-utility frontier
 #   ./run.sh test [pytest args]           run the test suite
 #   ./run.sh lint                         ruff: lint and import order (pyproject [tool.ruff])
 #   ./run.sh report|compare|... ARGS      any other `python -m fl_sim` sub-command
@@ -45,7 +46,7 @@ case "${1:-}" in
   lint)
     exec "$PY" -m ruff check .
     ;;
-  run|report|compare|sample|audit|deploy|tensorboard|stop-flwr)
+  run|frontier|report|compare|sample|audit|deploy|tensorboard|stop-flwr)
     exec "$PY" -m fl_sim "$@"
     ;;
   reference)

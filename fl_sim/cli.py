@@ -20,6 +20,7 @@ from typing import Any
 from fl_core.federation import TASK_DEFAULTED
 from fl_core.options import Spec, UsageError, allowed_values
 from fl_sim.options import RunConfig, option_groups
+from fl_sim.run.frontier import add_command as add_frontier
 from tasks import registry as task_registry
 
 EXIT_BAD_INPUT = 2
@@ -126,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
              "e.g. --sweep lr=0.005,0.01",
     )
     run.set_defaults(handler=cmd_run)
+    add_frontier(commands, add_run_flags)
     report = commands.add_parser(
         "report", help="write RUN_DIR/report/ (figures and index.html) from a run folder",
         description="Plot a run folder (finished or interrupted) into RUN_DIR/report/.",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import itertools
 import re
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -143,27 +144,36 @@ def compare_runs(runs: list[Path], sweep_dir: Path) -> int:
 def run_sweep(specs: list[str], overrides: dict[str, Any], verbose: bool = False) -> int:
     """Run every grid point, then compare; returns the worst exit code of the runs.
 
-    ``--sweep-parallel`` (:func:`fl_sim.run.parallel.points_at_once`) decides how many
-    points run at once; with one, they run one after another in this process.
-
     Raises
     ------
     SweepError, OptionError
         Before the first run, for a bad spec or grid point; later, if a point's folder
         cannot be claimed.
     """
+    sweep_dir, configs = plan(specs, overrides)
+    return run_configs(configs, lambda runs: compare_runs(runs, sweep_dir), verbose)
+
+
+def run_configs(configs: list[RunConfig], finish: Callable[[list[Path]], int],
+                verbose: bool = False) -> int:
+    """Run validated points, then ``finish(run folders)``; the worst exit code of all.
+
+    ``--sweep-parallel`` (:func:`fl_sim.run.parallel.points_at_once`) decides how many
+    points run at once; with one, they run one after another in this process, and Ctrl-C
+    still finishes with the points that ran. Every point's data are checked before the
+    first run starts.
+    """
     from fl_sim.run.lifecycle import claim_run_dir
     from fl_sim.run.parallel import points_at_once, run_points
 
-    sweep_dir, configs = plan(specs, overrides)
-    for cfg in configs:  # every point's data are checked before the first run
+    for cfg in configs:
         cfg.preflight()
     at_once, num_cpus = points_at_once(configs[0], len(configs))
     if at_once > 1:
         each = f", {num_cpus} CPU{'s' if num_cpus != 1 else ''} each" if num_cpus else ""
         print(f"sweep: {len(configs)} runs, {at_once} at a time{each}", flush=True)
         code, started = run_points(configs, at_once, num_cpus, verbose)
-        return max(code, compare_runs(started, sweep_dir))
+        return max(code, finish(started))
 
     from fl_sim.run.simulation import quiet_libraries, simulate
 
@@ -174,6 +184,5 @@ def run_sweep(specs: list[str], overrides: dict[str, Any], verbose: bool = False
         cfg = claim_run_dir(cfg)
         print(f"sweep {i}/{len(configs)}: {cfg.run.run_name} -> {cfg.run.run_dir}", flush=True)
         done.append(Path(cfg.run.run_dir))
-        code = max(code, simulate(cfg, verbose,
-                                  also_on_interrupt=lambda: compare_runs(done, sweep_dir)))
-    return max(code, compare_runs(done, sweep_dir))
+        code = max(code, simulate(cfg, verbose, also_on_interrupt=lambda: finish(done)))
+    return max(code, finish(done))
