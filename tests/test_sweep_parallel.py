@@ -6,6 +6,7 @@ tests need no Ray; tests/test_e2e_sweep_parallel.py runs real points.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -172,3 +173,24 @@ def test_a_folder_that_cannot_be_claimed_starts_no_further_point(tmp_path, capsy
     assert "sweep: lr-0.01 finished (exit code 0)" in out
     assert "fl_sim: error: --out: cannot create it: disk full" in err
     assert not (tmp_path / "sw" / "lr-0.03").exists()
+
+
+@pytest.mark.parametrize(("share", "threads"), [("1", 1), ("0", None)])
+def test_a_point_keeps_its_own_torch_to_its_cpu_share(monkeypatch, tmp_path, share, threads):
+    import torch
+
+    from fl_sim.run import parallel, simulation
+
+    seen = {}
+
+    def fake_simulate(cfg, verbose, num_cpus=None, wait_for_ray=True):
+        seen.update(threads=torch.get_num_threads(), num_cpus=num_cpus)
+        return 0
+
+    before = torch.get_num_threads()
+    monkeypatch.setattr(simulation, "simulate", fake_simulate)
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: seen.setdefault("set", n))
+    settings = RunConfig.from_mapping({"task": "regression", "out-dir": str(tmp_path)})
+    assert parallel.point_main([json.dumps(settings.to_run_config()), share]) == 0
+    assert seen.get("set") == threads and seen["num_cpus"] == threads
+    assert torch.get_num_threads() == before

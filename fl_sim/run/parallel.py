@@ -225,8 +225,24 @@ def point_main(argv: Sequence[str] | None = None) -> int:
     verbose = "--verbose" in args
     logs.configure(None, verbose)  # at the sweep's --log-level (inherited), as the CLI does
     cfg = RunConfig.from_mapping(json.loads(args[0]))
+    num_cpus = int(args[1]) or None
+    if num_cpus:
+        keep_to_share(num_cpus)
     quiet_libraries(verbose)
-    return simulate(cfg, verbose, num_cpus=int(args[1]) or None, wait_for_ray=False)
+    return simulate(cfg, verbose, num_cpus=num_cpus, wait_for_ray=False)
+
+
+def keep_to_share(num_cpus: int) -> None:
+    """Give this point's own torch (the server's prior fit and evaluation) its CPU share.
+
+    Why: torch starts as many threads as the machine has cores. Two points on two cores
+    then ran four threads; the DCGAN's public prior, fitted in the point's process,
+    took over ten times as long as alone. Ray's actors get their share from Ray
+    (:func:`fl_sim.app.warm.match_ray_threads`); this is the driver's.
+    """
+    import torch
+
+    torch.set_num_threads(num_cpus)
 
 
 if __name__ == "__main__":
