@@ -32,6 +32,7 @@ from fl_sim.run import checkpoint
 from fl_sim.run.lifecycle import now, resolve_run_dir, versions
 from strategies import registry as strategy_registry
 from strategies.recording import RecordingStrategy
+from strategies.server_update import ServerUpdate
 from tasks import registry as task_registry
 from tasks.base import Workspace
 
@@ -118,6 +119,8 @@ def main(grid: Grid, context: Context) -> None:
     if hasattr(base, "state_dict") and hasattr(base, "load_state_dict"):
         checkpointer.register("strategy", base)  # e.g. DP-FedAvg's accountant
     inner: Strategy = base
+    if getattr(task, "updates_on_server", False):  # e.g. the DCGAN's server-side G steps
+        inner = ServerUpdate(inner, task.server_update)
     if cfg.run.checkpoint_every:  # clients' context.state travels with the checkpoint
         inner = ClientStates(inner, PARTITION_ID)
         checkpointer.register("client-states", inner)

@@ -58,6 +58,9 @@ class DCGANOptions(Options):
                                 "over more steps", check=below_one)
     gan_g_steps: int = option(3, "generator steps after each D step (free: G is "
                               "post-processing of D)", check=at_least(1))
+    gan_server_g_steps: int = option(0, "generator steps the server takes against the "
+                                     "aggregated D after each round (free: post-processing)",
+                                     check=at_least(0))
     gan_ema: float = option(0.999, "decay of the EMA of G's weights used for samples and "
                             "release (0: off)", check=below_one)
     gan_public_prior: str = option(

@@ -37,6 +37,7 @@ from tasks.dcgan.models import Discriminator, Generator, build_pair
 from tasks.dcgan.options import DCGANOptions, resolve_prior
 from tasks.dcgan.prior_cache import fit_prior
 from tasks.dcgan.release import GeneratorRelease
+from tasks.dcgan.server_steps import ServerGenerator, ServerSteps
 from tasks.dcgan.training import (
     BETA1,
     GANSteps,
@@ -56,7 +57,7 @@ from tasks.proximal import ProximalAnchor
 EVAL_FAKES = 256
 
 
-class DCGANTask(GeneratorRelease, PrivateImageTask):
+class DCGANTask(GeneratorRelease, ServerSteps, PrivateImageTask):
     """DP-DCGAN across clients; see the module docstring for the privacy argument."""
 
     client_metrics = ("g_loss", "d_loss", "d_real_accuracy", "d_fake_accuracy")
@@ -78,6 +79,8 @@ class DCGANTask(GeneratorRelease, PrivateImageTask):
         self.prior = resolve_prior(gan.gan_public_prior, self.dataset)
         self.coded = gan.gan_class_code and self.prior == "digits" and not self.conditional
         self.device_choice = settings.get(DeviceOptions).device
+        self.server_generator = ServerGenerator(gan.gan_server_g_steps, self.batch_size,
+                                                self.lr, (BETA1, 0.999), self.seed)
         self.prior_record: dict[str, Any] | None = None
         self.guide_arrays: ArrayRecord | None = None
         """What the public prior's fit found (written as public_prior.json), once fitted."""
@@ -268,10 +271,9 @@ class DCGANTask(GeneratorRelease, PrivateImageTask):
         loader = DataLoader(TensorDataset(*tensors), batch_size=self.batch_size, shuffle=True)
         ema = None
         if self.ema_decay:
-            _, per_epoch = dp_sgd.poisson_plan(len(x), self.batch_size)
-            g_per_round = self.local_epochs * per_epoch // self.d_steps * self.g_steps
             start = {k: v.to(device) for k, v in ema_state(received).items()}
-            ema = GeneratorEMA(start, self.ema_decay, first_step=(server_round - 1) * g_per_round,
+            ema = GeneratorEMA(start, self.ema_decay,
+                               first_step=(server_round - 1) * self._g_per_round(len(x)),
                                warmup=self.prior == "none")  # a prior is no random start
         betas = (BETA1, 0.999)
         g_opt = torch.optim.Adam(generator.parameters(), lr=self.lr, betas=betas)
@@ -307,6 +309,11 @@ class DCGANTask(GeneratorRelease, PrivateImageTask):
         if ema is not None:
             joint = with_ema(joint, ema.state)
         return TrainResult(ArrayRecord(joint), len(x), metrics)
+
+    def _g_per_round(self, num_examples: int) -> int:
+        """G steps one client of ``num_examples`` takes per round (sets the EMA's warm-up)."""
+        _, per_epoch = dp_sgd.poisson_plan(num_examples, self.batch_size)
+        return self.local_epochs * per_epoch // self.d_steps * self.g_steps
 
     def fakes_per_step(self, num_examples: int) -> int:
         """Fakes in each of this client's D steps (see :func:`balanced_fakes`)."""
