@@ -11,9 +11,11 @@ from flwr.app import ArrayRecord, MetricRecord
 from flwr.serverapp.strategy import FedAvg
 
 from fl_sim.options import RunConfig
+from fl_sim.run import checkpoint
 from strategies.server_update import ServerUpdate
+from tasks import dp_sgd
 from tasks.base import Workspace
-from tasks.dcgan.ema import EMA_PREFIX
+from tasks.dcgan.ema import EMA_PREFIX, GeneratorEMA, ema_state
 from tasks.dcgan.models import build_pair
 from tasks.dcgan.options import DCGANOptions
 from tasks.dcgan.server_steps import ServerGenerator
@@ -35,6 +37,7 @@ def fooled(generator, discriminator, classes: int = 0) -> float:
 
 
 def steps(count: int, seed: int = 0) -> ServerGenerator:
+    """A server stepper at the clients' Adam betas and a learning rate that moves G fast."""
     return ServerGenerator(count, batch=32, lr=2e-3, betas=(BETA1, 0.999), seed=seed)
 
 
@@ -60,19 +63,36 @@ def test_zero_steps_change_nothing():
     assert all(torch.equal(v, before[k]) for k, v in generator.state_dict().items())
 
 
-def test_a_round_is_reproducible_and_the_adam_state_carries_over():
-    results = []
-    for _ in range(2):
-        generator, discriminator = build_pair(28, 1, 8, 0)
-        server = steps(5, seed=3)
-        server.run(1, generator, discriminator)
-        results.append({k: v.clone() for k, v in generator.state_dict().items()})
-        server.run(2, generator, discriminator)
-        assert all(s["step"] == 10 for s in server._adam["state"].values())
-    assert all(torch.equal(v, results[1][k]) for k, v in results[0].items())
+def snapshot(module) -> dict[str, torch.Tensor]:
+    """A copy of ``module``'s state dict."""
+    return {k: v.clone() for k, v in module.state_dict().items()}
+
+
+def test_rounds_are_reproducible_and_a_checkpointed_adam_state_resumes_them():
+    generator, discriminator = build_pair(28, 1, 8, 0)
+    server = steps(5, seed=3)
+    server.run(1, generator, discriminator)
+    after_one, saved = snapshot(generator), server.state_dict()
+    assert all(v == 5 for k, v in saved["adam"].items() if k.endswith(".step"))
+    server.run(2, generator, discriminator)
+    uninterrupted = snapshot(generator)
+
+    resumed_g, resumed_d = build_pair(28, 1, 8, 0)
+    resumed_g.load_state_dict(after_one)
+    resumed = steps(5, seed=3)
+    resumed.load_state_dict(saved)  # what a checkpoint after round 1 hands back
+    resumed.run(2, resumed_g, resumed_d)
+    assert all(torch.equal(v, uninterrupted[k]) for k, v in snapshot(resumed_g).items())
+
+    fresh_g, fresh_d = build_pair(28, 1, 8, 0)
+    fresh_g.load_state_dict(after_one)
+    steps(5, seed=3).run(2, fresh_g, fresh_d)  # a fresh Adam steps differently
+    assert any(not torch.equal(v, uninterrupted[k]) for k, v in snapshot(fresh_g).items()
+               if v.is_floating_point())
 
 
 def small_task(**overrides) -> DCGANTask:
+    """A conditional DCGAN task on the small digits set, 2 clients, narrow networks."""
     settings = {"task": "dcgan", "clients": 2, "dataset": "digits", "batch-size": 32,
                 "num-server-rounds": 2, "local-epochs": 1, "gan-width": 8,
                 "conditional": True, **overrides}
@@ -103,6 +123,27 @@ def test_task_update_moves_g_and_its_ema_reads_no_client_data(monkeypatch):
                          if k.startswith(prefix) and v.is_floating_point())
              for prefix in (G_PREFIX, EMA_PREFIX)}
     assert moved == {G_PREFIX: True, EMA_PREFIX: True}
+
+
+def test_the_ema_continues_where_a_client_of_the_mean_size_would_be():
+    t = small_task(**{"gan-server-g-steps": 3})
+    arrays = t.initial_arrays()
+    out = ema_state(t.server_update(2, arrays).to_torch_state_dict())
+    sizes = [len(part) for part in t.parts]
+    _, per_epoch = dp_sgd.poisson_plan(round(sum(sizes) / len(sizes)), 32)
+    g_steps_so_far = 2 * per_epoch * 3  # two rounds of one epoch, 3 G steps per D step
+    state = arrays.to_torch_state_dict()
+    generator, discriminator = small_task()._load(arrays)
+    ema = GeneratorEMA(ema_state(state), 0.999, first_step=g_steps_so_far, warmup=True)
+    ServerGenerator(3, 32, t.lr, (BETA1, 0.999), t.seed).run(2, generator, discriminator,
+                                                            ema=ema)
+    assert all(torch.equal(out[k], v) for k, v in ema.state.items())
+    late = GeneratorEMA(ema_state(state), 0.999, first_step=0, warmup=True)
+    generator, discriminator = small_task()._load(arrays)
+    ServerGenerator(3, 32, t.lr, (BETA1, 0.999), t.seed).run(2, generator, discriminator,
+                                                            ema=late)
+    assert any(not torch.equal(out[k], v) for k, v in late.state.items()
+               if v.is_floating_point())
 
 
 class Fixed(FedAvg):
@@ -138,7 +179,10 @@ def test_the_wrapper_hands_on_the_updated_aggregate(aggregate):
 def test_the_server_app_sends_the_stepped_model_into_the_next_round(tmp_path):
     grid = run_in_process({"task": "dcgan", "dataset": "digits", "clients": 2, "dp": False,
                            "num-server-rounds": 2, "local-epochs": 1, "batch-size": 32,
-                           "gan-width": 8, "gan-server-g-steps": 4}, tmp_path / "run")
+                           "gan-width": 8, "gan-server-g-steps": 4, "checkpoint-every": 1},
+                          tmp_path / "run")
+    adam = checkpoint.load(tmp_path / "run").states["server-update"]["adam"]
+    assert all(v == 8 for k, v in adam.items() if k.endswith(".step"))  # two rounds of 4
     trains = [(m, r) for m, r in zip(grid.sent, grid.replies, strict=True)
               if m.metadata.message_type.startswith("train")]
     assert len(trains) == 4  # two clients, two rounds, in order

@@ -121,6 +121,7 @@ def main(grid: Grid, context: Context) -> None:
     inner: Strategy = base
     if getattr(task, "updates_on_server", False):  # e.g. the DCGAN's server-side G steps
         inner = ServerUpdate(inner, task.server_update)
+        checkpointer.register("server-update", task.server_update_state)
     if cfg.run.checkpoint_every:  # clients' context.state travels with the checkpoint
         inner = ClientStates(inner, PARTITION_ID)
         checkpointer.register("client-states", inner)

@@ -8,9 +8,9 @@ once. They read no data: the aggregated D is the output of the private mechanism
 clients' DP-SGD, or DP-FedAvg's noised mean) and any function of it is post-processing,
 so the server spends compute, not epsilon. D itself is left exactly as aggregated.
 
-The server's Adam state is kept across rounds in memory, as each client keeps its own
-(a fresh Adam's first steps are ``lr`` in every coordinate); a resumed run starts it
-afresh.
+The server's Adam state is kept across rounds, as each client keeps its own (a fresh
+Adam's first steps are ``lr`` in every coordinate), and travels with the run's checkpoint,
+so a resumed run continues it. The steps run on the CPU, where the server evaluates.
 """
 
 from __future__ import annotations
@@ -55,22 +55,49 @@ class ServerGenerator:
         self.lr = lr
         self.betas = betas
         self.seed = seed
-        self._adam: dict | None = None
+        self._adam: dict[str, torch.Tensor] = {}
+
+    def state_dict(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Adam's per-parameter moments and step counts, for the run's checkpoint."""
+        return {"adam": {k: v.clone() for k, v in self._adam.items()}}
+
+    def load_state_dict(self, state: dict[str, dict[str, torch.Tensor]]) -> None:
+        """Continue from what :meth:`state_dict` returned (a resumed run)."""
+        self._adam = {k: v.clone() for k, v in state["adam"].items()}
 
     def run(self, server_round: int, generator: Generator, discriminator: nn.Module, *,
             ema: GeneratorEMA | None = None, guide: Guide | None = None) -> float:
-        """Step ``generator`` in place; returns its mean non-saturating loss.
+        """Step ``generator`` in place through ``discriminator``, which is not changed.
 
-        ``discriminator`` is frozen for the whole call and not changed; ``ema`` (if any)
-        folds G in after every step; ``guide(fakes, codes)`` is added to the loss, as in
-        the clients' G steps.
+        Parameters
+        ----------
+        server_round : int
+            Seeds the round's noise, so that a resumed run draws what the uninterrupted one
+            would.
+        generator, discriminator : nn.Module
+            The aggregated networks; D is frozen for the whole call.
+        ema : GeneratorEMA, optional
+            Folds G in after every step, as on a client, so the released average moves too.
+        guide : callable, optional
+            ``guide(fakes, codes)`` added to the loss, as in a coded G's client steps.
+
+        Returns
+        -------
+        float
+            The mean non-saturating G loss over the steps (NaN without steps).
         """
         if self.steps <= 0:
             return float("nan")
         noise = torch.Generator().manual_seed(self.seed * 1_000_033 + server_round)
         opt = torch.optim.Adam(generator.parameters(), lr=self.lr, betas=self.betas)
-        if self._adam is not None:
-            opt.load_state_dict(self._adam)
+        if self._adam:
+            per_param: dict[int, dict[str, torch.Tensor]] = {}
+            for name, value in self._adam.items():
+                index, field = name.split(".", 1)
+                per_param.setdefault(int(index), {})[field] = value
+            current = opt.state_dict()
+            current["state"] = per_param
+            opt.load_state_dict(current)
         generator.train()
         discriminator.eval()
         classes = generator.num_classes
@@ -89,12 +116,19 @@ class ServerGenerator:
                 if ema is not None:
                     ema.update(generator)
                 total += float(loss.detach())
-        self._adam = opt.state_dict()
+        self._adam = {f"{index}.{field}": value.detach().clone()
+                      for index, values in opt.state_dict()["state"].items()
+                      for field, value in values.items()}
         return total / self.steps
 
 
 class ServerSteps:
-    """The DCGAN task's server side of :class:`ServerGenerator` (a mixin of the task)."""
+    """The DCGAN task's server side of :class:`ServerGenerator` (a mixin of the task).
+
+    It uses the task's ``server_generator``, ``ema_decay``, ``prior``, ``parts``,
+    ``guide_arrays``, ``_load``, ``_guide`` and ``_g_per_round``
+    (:class:`tasks.dcgan.task.DCGANTask`).
+    """
 
     server_generator: ServerGenerator
 
@@ -103,12 +137,24 @@ class ServerSteps:
         """Whether :meth:`server_update` changes the aggregate (``--gan-server-g-steps``)."""
         return self.server_generator.steps > 0
 
+    @property
+    def server_update_state(self) -> ServerGenerator:
+        """What of :meth:`server_update` a checkpoint keeps (the server's Adam state)."""
+        return self.server_generator
+
     def server_update(self, server_round: int, arrays: ArrayRecord) -> ArrayRecord:
-        """G (and its EMA) stepped against the aggregated D, which is left as it is."""
+        """G (and its EMA) stepped against the aggregated D, which is left as it is.
+
+        The EMA's warm-up counts the G steps of a client of the mean partition size (the
+        sizes are public: the privacy plan already uses them), as a client would after
+        ``server_round`` rounds; the server's own steps are not counted, so the clients'
+        count next round agrees with it.
+        """
         generator, discriminator = self._load(arrays)
         state = arrays.to_torch_state_dict()
+        mean_size = round(sum(len(part) for part in self.parts) / len(self.parts))
         ema = GeneratorEMA(ema_state(state), self.ema_decay, warmup=self.prior == "none",
-                           first_step=server_round * self._g_per_round(len(self.parts[0]))
+                           first_step=server_round * self._g_per_round(mean_size)
                            ) if self.ema_decay else None
         guide = self._guide(self.guide_arrays, state)
         self.server_generator.run(server_round, generator, discriminator, ema=ema, guide=(
