@@ -26,6 +26,7 @@ from tasks import dp_sgd
 from tasks.dcgan import public_prior
 from tasks.dcgan.ema import GeneratorEMA, ema_state, with_ema
 from tasks.dcgan.models import Generator
+from tasks.dcgan.training import optimizer_arrays, restore_optimizer
 from tasks.dcgan.weights import joint_state
 
 Guide = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -91,13 +92,7 @@ class ServerGenerator:
         noise = torch.Generator().manual_seed(self.seed * 1_000_033 + server_round)
         opt = torch.optim.Adam(generator.parameters(), lr=self.lr, betas=self.betas)
         if self._adam:
-            per_param: dict[int, dict[str, torch.Tensor]] = {}
-            for name, value in self._adam.items():
-                index, field = name.split(".", 1)
-                per_param.setdefault(int(index), {})[field] = value
-            current = opt.state_dict()
-            current["state"] = per_param
-            opt.load_state_dict(current)
+            restore_optimizer(opt, self._adam)
         generator.train()
         discriminator.eval()
         classes = generator.num_classes
@@ -116,9 +111,7 @@ class ServerGenerator:
                 if ema is not None:
                     ema.update(generator)
                 total += float(loss.detach())
-        self._adam = {f"{index}.{field}": value.detach().clone()
-                      for index, values in opt.state_dict()["state"].items()
-                      for field, value in values.items()}
+        self._adam = optimizer_arrays(opt)
         return total / self.steps
 
 

@@ -14,7 +14,7 @@ gradients are left behind on D.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -59,6 +59,31 @@ class GANSteps:
     g_steps: int = 1
 
 
+def optimizer_arrays(opt: torch.optim.Optimizer, prefix: str = "") -> dict[str, torch.Tensor]:
+    """An optimiser's per-parameter state as flat tensors, ``{prefix}{index}.{field}``.
+
+    Flat tensors fit an ``ArrayRecord`` and a checkpoint, which hold no nested objects;
+    the hyper-parameters are not kept (the code that rebuilds the optimiser sets them).
+    """
+    return {f"{prefix}{index}.{field}": torch.as_tensor(value).detach().clone()
+            for index, values in opt.state_dict()["state"].items()
+            for field, value in values.items()}
+
+
+def restore_optimizer(opt: torch.optim.Optimizer, arrays: Mapping[str, torch.Tensor],
+                      prefix: str = "") -> None:
+    """Load into ``opt`` the entries of ``arrays`` that :func:`optimizer_arrays` wrote
+    under ``prefix``."""
+    per_param: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in arrays.items():
+        if name.startswith(prefix):
+            index, field = name[len(prefix):].split(".", 1)
+            per_param.setdefault(int(index), {})[field] = value
+    current = opt.state_dict()
+    current["state"] = per_param
+    opt.load_state_dict(current)
+
+
 def save_optimizers(state: RecordDict, g_opt: torch.optim.Optimizer,
                     d_opt: torch.optim.Optimizer, key: str = OPTIMIZER_KEY) -> None:
     """Keep both Adam states (moments, step counts) in the client's ``context.state``.
@@ -69,11 +94,7 @@ def save_optimizers(state: RecordDict, g_opt: torch.optim.Optimizer,
     The state never leaves the client (only the weights are sent); D's moments are
     functions of its noised gradients (post-processing).
     """
-    arrays: dict[str, torch.Tensor] = {}
-    for prefix, opt in (("g", g_opt), ("d", d_opt)):
-        for index, values in opt.state_dict()["state"].items():
-            for name, value in values.items():
-                arrays[f"{prefix}.{index}.{name}"] = torch.as_tensor(value).detach().clone()
+    arrays = {**optimizer_arrays(g_opt, "g."), **optimizer_arrays(d_opt, "d.")}
     if arrays:
         state[key] = ArrayRecord(arrays)
 
@@ -84,15 +105,8 @@ def load_optimizers(state: RecordDict, g_opt: torch.optim.Optimizer,
     if key not in state:
         return False
     saved = state[key].to_torch_state_dict()
-    for prefix, opt in (("g", g_opt), ("d", d_opt)):
-        per_param: dict[int, dict[str, torch.Tensor]] = {}
-        for name, value in saved.items():
-            owner, index, field = name.split(".", 2)
-            if owner == prefix:
-                per_param.setdefault(int(index), {})[field] = value
-        current = opt.state_dict()
-        current["state"] = per_param
-        opt.load_state_dict(current)
+    restore_optimizer(g_opt, saved, "g.")
+    restore_optimizer(d_opt, saved, "d.")
     return True
 
 
