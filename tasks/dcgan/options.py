@@ -61,6 +61,12 @@ class DCGANOptions(Options):
     gan_server_g_steps: int = option(0, "generator steps the server takes against the "
                                      "aggregated D after each round (free: post-processing)",
                                      check=at_least(0))
+    gan_aug_shift: int = option(0, "D sees real and fake images shifted by up to this many "
+                                "pixels (0: off); G learns through the same shifts",
+                                check=at_least(0))
+    gan_aug_mult: int = option(1, "augmentation multiplicity: shifted copies of each real "
+                               "image averaged inside its clipped gradient (privacy unchanged)",
+                               check=at_least(1))
     gan_ema: float = option(0.999, "decay of the EMA of G's weights used for samples and "
                             "release (0: off)", check=below_one)
     gan_public_prior: str = option(
@@ -74,12 +80,16 @@ class DCGANOptions(Options):
         "train-on-synthetic/test-on-real accuracy every round")
 
     def validate(self, settings: Settings) -> None:
-        """``--conditional`` is for dcgan only; a digits prior needs one-channel images."""
+        """``--conditional`` is for dcgan only; a digits prior needs one-channel images;
+        copies of an image are only different with a shift."""
         if self.conditional and settings.task != "dcgan":
             raise OptionError("conditional",
                               f"is for --task dcgan only (got --task {settings.task})")
         if settings.task != "dcgan":
             return
+        if self.gan_aug_mult > 1 and not self.gan_aug_shift:
+            raise OptionError("gan-aug-mult", f"needs --gan-aug-shift > 0 (got --gan-aug-mult "
+                              f"{self.gan_aug_mult} with --gan-aug-shift 0)")
         from tasks.image.options import ImageDataOptions
 
         dataset = settings.get(ImageDataOptions).dataset

@@ -32,6 +32,7 @@ from tasks import dp_sgd
 from tasks.base import EvalResult, Partition, TrainResult, Workspace
 from tasks.dcgan import metrics as gan_metrics
 from tasks.dcgan import public_prior
+from tasks.dcgan.augment import Augment
 from tasks.dcgan.ema import GeneratorEMA, ema_state, with_ema
 from tasks.dcgan.models import Discriminator, Generator, build_pair
 from tasks.dcgan.options import DCGANOptions, resolve_prior
@@ -75,15 +76,15 @@ class DCGANTask(GeneratorRelease, ServerSteps, PrivateImageTask):
         self.conditional = gan.conditional
         self.d_steps = gan.gan_d_steps
         self.g_steps = gan.gan_g_steps
+        self.augment = Augment(gan.gan_aug_mult, gan.gan_aug_shift) if gan.gan_aug_shift else None
         self.ema_decay = gan.gan_ema
         self.prior = resolve_prior(gan.gan_public_prior, self.dataset)
         self.coded = gan.gan_class_code and self.prior == "digits" and not self.conditional
         self.device_choice = settings.get(DeviceOptions).device
         self.server_generator = ServerGenerator(gan.gan_server_g_steps, self.batch_size,
                                                 self.lr, (BETA1, 0.999), self.seed)
-        self.prior_record: dict[str, Any] | None = None
+        self.prior_record: dict[str, Any] | None = None  # public_prior.json, once fitted
         self.guide_arrays: ArrayRecord | None = None
-        """What the public prior's fit found (written as public_prior.json), once fitted."""
         if self.conditional:
             self.server_metrics = (*type(self).server_metrics, *gan_metrics.TSTR_METRICS)
         if self.coded:
@@ -295,7 +296,7 @@ class DCGANTask(GeneratorRelease, ServerSteps, PrivateImageTask):
         guide = self._guide(frozen if frozen is not None else self.guide_arrays, received)
         steps = GANSteps(epochs=self.local_epochs, fakes=self.fakes_per_step(len(x)),
                          real_label=self.real_label, d_steps=self.d_steps,
-                         g_steps=self.g_steps)
+                         g_steps=self.g_steps, augment=self.augment, dp=self.dp)
         stats = gan_round(generator, d_module, loader, g_opt, d_opt, steps,
                           after_step=pull if proximal_mu else None, ema=ema,
                           guide=None if guide is None

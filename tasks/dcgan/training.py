@@ -24,6 +24,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from tasks import dp_sgd
+from tasks.dcgan.augment import Augment, fold_copies, real_weights
 from tasks.dcgan.ema import GeneratorEMA
 from tasks.dcgan.models import Generator
 
@@ -50,6 +51,12 @@ class GANSteps:
     g_steps : int
         G steps each time G steps (the first on the last fakes, the others on fresh
         ones): post-processing of the private D, so progress without privacy spent.
+    augment : Augment or None
+        Augmentation multiplicity: K shifted copies of each real image whose gradients
+        one clipped row averages; the fakes are shifted too, in D's and G's steps.
+    dp : bool
+        Whether D is Opacus-wrapped (its per-sample rows are folded, not its loss
+        weighted).
     """
 
     epochs: int
@@ -57,6 +64,8 @@ class GANSteps:
     real_label: float = 1.0
     d_steps: int = 1
     g_steps: int = 1
+    augment: Augment | None = None
+    dp: bool = False
 
 
 def optimizer_arrays(opt: torch.optim.Optimizer, prefix: str = "") -> dict[str, torch.Tensor]:
@@ -169,18 +178,31 @@ def gan_round(
         y = torch.randint(classes, (fakes,), device=device) if classes else None
         return generator(torch.randn(fakes, generator.latent_dim, device=device), y), y
 
+    augment = steps.augment
+    copies = augment.multiplicity if augment is not None else 1
+    seen = augment if augment is not None else (lambda images: images)
     for _ in range(steps.epochs):
         for batch in loader:
             real = batch[0].to(device)
             b = len(real)
+            y_real = batch[1].to(device).long() if len(batch) > 1 else None
+            if augment is not None:
+                real, y_real = augment.expand(real, y_real)
             fake, y_fake = draw()
-            y_both = torch.cat([batch[1].to(device).long(), y_fake]) if len(batch) > 1 else None
+            y_both = torch.cat([y_real, y_fake]) if y_real is not None else None
             d_opt.zero_grad(set_to_none=True)
-            logits = discriminator(torch.cat([real, fake.detach()]), y_both)
-            targets = torch.cat([torch.full((b,), steps.real_label, device=device),
+            logits = discriminator(torch.cat([real, seen(fake.detach())]), y_both)
+            targets = torch.cat([torch.full((b * copies,), steps.real_label, device=device),
                                  torch.zeros(fakes, device=device)])
-            d_loss = F.binary_cross_entropy_with_logits(logits, targets)
+            if copies > 1 and not steps.dp:
+                d_loss = F.binary_cross_entropy_with_logits(
+                    logits, targets, weight=real_weights(b, fakes, copies, device),
+                    reduction="sum") / (b + fakes)
+            else:
+                d_loss = F.binary_cross_entropy_with_logits(logits, targets)
             d_loss.backward()
+            if copies > 1 and steps.dp:
+                fold_copies(discriminator, b, copies)
             d_opt.step()
             d_taken += 1
             for repeat in range(steps.g_steps if d_taken % steps.d_steps == 0 else 0):
@@ -189,7 +211,7 @@ def gan_round(
                 with dp_sgd.frozen(discriminator):
                     g_opt.zero_grad(set_to_none=True)
                     g_loss = F.binary_cross_entropy_with_logits(
-                        discriminator(fake, y_fake), ones)
+                        discriminator(seen(fake), y_fake), ones)
                     (g_loss + guide(fake, y_fake) if guide is not None else g_loss).backward()
                 g_opt.step()
                 if ema is not None:
@@ -200,8 +222,9 @@ def gan_round(
                 after_step()
             with torch.no_grad():
                 if b:
-                    sums["d_real_accuracy"] += float((logits[:b] > 0).float().sum())
-                sums["d_fake_accuracy"] += float((logits[b:] < 0).float().mean())
+                    sums["d_real_accuracy"] += float((logits[:b * copies] > 0).float().sum()
+                                                     ) / copies
+                sums["d_fake_accuracy"] += float((logits[b * copies:] < 0).float().mean())
             sums["d_loss"] += float(d_loss.detach())
             real_seen += b
     result = {k: sums[k] / max(d_taken, 1) for k in ("d_loss", "d_fake_accuracy")}
