@@ -54,6 +54,9 @@ class DCGANOptions(Options):
                             check=at_least(4))
     gan_d_steps: int = option(1, "discriminator steps per generator step (privacy is spent "
                               "per D step)", check=at_least(1))
+    gan_d_steps_adapt: float = option(
+        0.0, "raise D steps per G step along 1, 2, 5, 10, 20, 50 whenever D's smoothed accuracy "
+        "on fakes falls to this (Bie et al.: 0.6; 0: off; free: fakes only)", check=below_one)
     gan_d_beta1: float = option(0.5, "D's Adam beta1 (DCGAN: 0.5); larger averages DP noise "
                                 "over more steps", check=below_one)
     gan_g_steps: int = option(3, "generator steps after each D step (free: G is "

@@ -33,6 +33,7 @@ from tasks.base import EvalResult, Partition, TrainResult, Workspace
 from tasks.dcgan import metrics as gan_metrics
 from tasks.dcgan import public_prior
 from tasks.dcgan.augment import Augment
+from tasks.dcgan.d_schedule import DStepSchedule
 from tasks.dcgan.ema import GeneratorEMA, ema_state, with_ema
 from tasks.dcgan.models import Discriminator, Generator, build_pair
 from tasks.dcgan.options import DCGANOptions, resolve_prior
@@ -74,7 +75,7 @@ class DCGANTask(GeneratorRelease, ServerSteps, PrivateImageTask):
         self.real_label = gan.gan_real_label
         self.width = gan.gan_width
         self.conditional = gan.conditional
-        self.d_steps = gan.gan_d_steps
+        self.d_steps, self.d_adapt = gan.gan_d_steps, gan.gan_d_steps_adapt
         self.g_steps = gan.gan_g_steps
         self.augment = Augment(gan.gan_aug_mult, gan.gan_aug_shift) if gan.gan_aug_shift else None
         self.ema_decay = gan.gan_ema
@@ -89,6 +90,8 @@ class DCGANTask(GeneratorRelease, ServerSteps, PrivateImageTask):
             self.server_metrics = (*type(self).server_metrics, *gan_metrics.TSTR_METRICS)
         if self.coded:
             self.server_metrics = (*type(self).server_metrics, "code_agreement")
+        if self.d_adapt:  # the n_D each client's schedule reached
+            self.client_metrics = (*type(self).client_metrics, "d_steps_per_g")
 
     # --- data and plan (``images``, ``noise_multiplier``: PrivateImageTask) ------------
     def _client_data(self, partition: Partition) -> tuple[np.ndarray, np.ndarray]:
@@ -176,11 +179,8 @@ class DCGANTask(GeneratorRelease, ServerSteps, PrivateImageTask):
 
     def _guide(self, frozen: ArrayRecord | None,
                received: Mapping[str, torch.Tensor]) -> nn.Module | None:
-        """The frozen public classifier of a coded G, from the frozen arrays.
-
-        Run folders written before the guide left the model keep it as ``guide.*`` in
-        ``received`` (the round weights); that is the fallback.
-        """
+        """The frozen public classifier of a coded G, from the frozen arrays; older run
+        folders kept it as ``guide.*`` in ``received`` (the round weights)."""
         if not self.coded:
             return None
         guide = cnn.SmallCNN(self.images.channels, self.code_classes)
@@ -189,10 +189,8 @@ class DCGANTask(GeneratorRelease, ServerSteps, PrivateImageTask):
         return public_prior.frozen_guide(guide)
 
     def frozen_arrays(self) -> ArrayRecord | None:
-        """The guide's weights, sent beside the model and never aggregated (coded G only).
-
-        Set by :meth:`initial_arrays` (fitted there, or read back on a resume).
-        """
+        """The guide's weights (set by :meth:`initial_arrays`), sent beside the model and
+        never aggregated (coded G only)."""
         return self.guide_arrays
 
     def initial_arrays(self) -> ArrayRecord:
@@ -232,12 +230,8 @@ class DCGANTask(GeneratorRelease, ServerSteps, PrivateImageTask):
         return ArrayRecord(joint)
 
     def _resumed_start(self) -> ArrayRecord | None:
-        """A resumed run's round-0 weights, so that its public prior is not trained again.
-
-        The checkpoint restores the global model anyway; the server only needs round 0's
-        arrays to start from, and the prior costs minutes, not the milliseconds of a
-        seeded initialisation.
-        """
+        """A resumed run's round-0 weights: the checkpoint restores the global model, and
+        refitting the prior only to be overwritten would cost minutes."""
         if not self.workspace.resuming or self.workspace.run_dir is None:
             return None
         kept = round_zero(self.workspace.run_dir)
@@ -294,15 +288,18 @@ class DCGANTask(GeneratorRelease, ServerSteps, PrivateImageTask):
 
         # In one process (the in-process probes) the task's own guide serves as well.
         guide = self._guide(frozen if frozen is not None else self.guide_arrays, received)
+        schedule = DStepSchedule.load(state, self.d_adapt, self.d_steps) if self.d_adapt else None
         steps = GANSteps(epochs=self.local_epochs, fakes=self.fakes_per_step(len(x)),
-                         real_label=self.real_label, d_steps=self.d_steps,
-                         g_steps=self.g_steps, augment=self.augment, dp=self.dp)
+                         real_label=self.real_label, d_steps=self.d_steps, g_steps=self.g_steps,
+                         augment=self.augment, dp=self.dp, schedule=schedule)
         stats = gan_round(generator, d_module, loader, g_opt, d_opt, steps,
                           after_step=pull if proximal_mu else None, ema=ema,
                           guide=None if guide is None
                           else public_prior.guide_loss(guide.to(device)))
         if self.keep_optimizer:
             save_optimizers(state, g_opt, d_opt)
+        if schedule is not None:
+            schedule.save(state)
         metrics = {k: stats[k] for k in self.client_metrics}
         if trainer is not None:
             metrics.update(trainer.save())
@@ -312,7 +309,8 @@ class DCGANTask(GeneratorRelease, ServerSteps, PrivateImageTask):
         return TrainResult(ArrayRecord(joint), len(x), metrics)
 
     def _g_per_round(self, num_examples: int) -> int:
-        """G steps one client of ``num_examples`` takes per round (sets the EMA's warm-up)."""
+        """G steps one client of ``num_examples`` takes per round (sets the EMA's warm-up;
+        with an adaptive n_D, the steps at the run's starting n_D)."""
         _, per_epoch = dp_sgd.poisson_plan(num_examples, self.batch_size)
         return self.local_epochs * per_epoch // self.d_steps * self.g_steps
 

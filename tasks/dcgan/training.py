@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from tasks import dp_sgd
 from tasks.dcgan.augment import Augment, fold_copies, real_weights
+from tasks.dcgan.d_schedule import DStepSchedule
 from tasks.dcgan.ema import GeneratorEMA
 from tasks.dcgan.models import Generator
 
@@ -57,6 +58,9 @@ class GANSteps:
     dp : bool
         Whether D is Opacus-wrapped (its per-sample rows are folded, not its loss
         weighted).
+    schedule : DStepSchedule or None
+        Adaptive D steps per G step: replaces ``d_steps`` and is fed D's accuracy on the
+        fakes of each first G step.
     """
 
     epochs: int
@@ -66,6 +70,7 @@ class GANSteps:
     g_steps: int = 1
     augment: Augment | None = None
     dp: bool = False
+    schedule: DStepSchedule | None = None
 
 
 def optimizer_arrays(opt: torch.optim.Optimizer, prefix: str = "") -> dict[str, torch.Tensor]:
@@ -181,6 +186,8 @@ def gan_round(
     augment = steps.augment
     copies = augment.multiplicity if augment is not None else 1
     seen = augment if augment is not None else (lambda images: images)
+    schedule = steps.schedule
+    since_g = 0  # D steps since G last stepped
     for _ in range(steps.epochs):
         for batch in loader:
             real = batch[0].to(device)
@@ -205,14 +212,19 @@ def gan_round(
                 fold_copies(discriminator, b, copies)
             d_opt.step()
             d_taken += 1
-            for repeat in range(steps.g_steps if d_taken % steps.d_steps == 0 else 0):
+            since_g += 1
+            due = since_g >= (schedule.d_steps if schedule is not None else steps.d_steps)
+            for repeat in range(steps.g_steps if due else 0):
+                since_g = 0
                 if repeat:
                     fake, y_fake = draw()
                 with dp_sgd.frozen(discriminator):
                     g_opt.zero_grad(set_to_none=True)
-                    g_loss = F.binary_cross_entropy_with_logits(
-                        discriminator(seen(fake), y_fake), ones)
+                    judged = discriminator(seen(fake), y_fake)
+                    g_loss = F.binary_cross_entropy_with_logits(judged, ones)
                     (g_loss + guide(fake, y_fake) if guide is not None else g_loss).backward()
+                if schedule is not None and not repeat:
+                    schedule.observe(float((judged.detach() < 0).float().mean()))
                 g_opt.step()
                 if ema is not None:
                     ema.update(generator)
@@ -233,4 +245,5 @@ def gan_round(
     result["images"] = float(real_seen)
     result["steps"] = float(d_taken)
     result["g_steps"] = float(g_taken)
+    result["d_steps_per_g"] = float(schedule.d_steps if schedule is not None else steps.d_steps)
     return result
