@@ -115,6 +115,17 @@ def test_table_reads_round_zero_last_round_and_epsilon(tmp_path):
     assert (tmp_path / "out" / "frontier.png").stat().st_size > 0
 
 
+def test_points_that_all_failed_give_a_table_and_no_plot(tmp_path):
+    failed = fake_run(tmp_path / "failed", 5, "digits", True, [], [], [])
+    config = json.loads((failed / "config.json").read_text())
+    (failed / "config.json").write_text(json.dumps({**config, "status": "failed"}))
+    out = write_frontier([failed], tmp_path / "out")
+    written = list(csv.DictReader(out.open()))
+    assert [(w["run"], w["tstr_final"], w["status"]) for w in written] == [
+        ("failed", "", "failed")]
+    assert not (tmp_path / "out" / "frontier.png").exists()
+
+
 def test_help_lists_the_grid_and_run_flags():
     parser = build_parser()
     sub = parser.commands["frontier"]

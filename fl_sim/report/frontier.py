@@ -133,7 +133,7 @@ def write_frontier(runs: Sequence[Path], out_dir: Path) -> Path:
         writer.writeheader()
         writer.writerows({key: _cell(row[key]) for key in COLUMNS} for row in rows)
     (out_dir / "frontier.md").write_text(markdown(rows))
-    if rows:
+    if any(row["tstr_final"] is not None for row in rows):  # points that all failed: no plot
         import matplotlib.pyplot as plt
 
         fig = figure(rows)
