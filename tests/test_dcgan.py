@@ -93,7 +93,7 @@ def test_target_epsilon_is_met_just_under_after_the_planned_run():
 def test_no_dp_reports_no_epsilon():
     t = task(dp=False)
     result = t.train(t.initial_arrays(), Partition(0, 8), RecordDict(), 1)
-    assert "epsilon" not in result.metrics and t.resolved == {"dp": False}
+    assert "epsilon" not in result.metrics and t.resolved == {"dp": False, "gan-aug-shift": 0}
 
 
 def test_client_evaluation_uses_no_real_data():

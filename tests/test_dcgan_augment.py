@@ -120,8 +120,17 @@ def test_multiplicity_trains_without_dp_and_conditionally():
     assert 0 <= result.metrics["d_real_accuracy"] <= 1
 
 
-def test_off_by_default_and_copies_need_a_shift():
-    assert task().augment is None
+def test_the_default_shifts_with_the_digits_prior_only_and_says_so():
+    assert task().augment is None  # scikit-learn's digits: no prior, no shift
+    assert task().resolved["gan-aug-shift"] == 0
+    mnist = task(dataset="mnist5k")
+    assert mnist.augment == Augment(1, 2) and mnist.resolved["gan-aug-shift"] == 2
+    assert task(dataset="mnist5k", **{"gan-aug-shift": 0}).augment is None
+    assert task(**{"gan-aug-shift": 3}).augment == Augment(1, 3)
+
+
+@pytest.mark.parametrize("overrides", [{"gan-aug-shift": 0}, {"dataset": "digits"}])
+def test_copies_need_a_shift(overrides):
     with pytest.raises(OptionError) as error:
-        RunConfig.from_mapping({"task": "dcgan", "gan-aug-mult": 4})
-    assert error.value.flag == "--gan-aug-mult" and "--gan-aug-shift" in str(error.value)
+        RunConfig.from_mapping({"task": "dcgan", "gan-aug-mult": 4, **overrides})
+    assert error.value.flag == "--gan-aug-mult" and "--gan-aug-shift 0" in str(error.value)

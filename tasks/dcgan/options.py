@@ -36,6 +36,19 @@ def resolve_prior(prior: str, dataset: str, channels: int | None = None) -> str:
     return prior
 
 
+PRIOR_SHIFT = 2
+"""What ``--gan-aug-shift -1`` gives a run with the digits prior: measured to lower the
+FID of the default run and of the conditional runs with the prior, and to raise it
+without the prior."""
+
+
+def resolve_shift(shift: int, prior: str) -> int:
+    """The largest shift a run uses; ``prior`` is resolved (``digits`` or ``none``)."""
+    if shift >= 0:
+        return shift
+    return PRIOR_SHIFT if prior == "digits" else 0
+
+
 def _real_label(v: float) -> str | None:
     return None if 0.5 < v <= 1 else f"must be in (0.5, 1] (got {v})"
 
@@ -64,9 +77,10 @@ class DCGANOptions(Options):
     gan_server_g_steps: int = option(0, "generator steps the server takes against the "
                                      "aggregated D after each round (free: post-processing)",
                                      check=at_least(0))
-    gan_aug_shift: int = option(0, "D sees real and fake images shifted by up to this many "
-                                "pixels (0: off); G learns through the same shifts",
-                                check=at_least(0))
+    gan_aug_shift: int = option(-1, "D sees real and fake images shifted by up to this many "
+                                "pixels, and G learns through the same shifts (0: off; -1: "
+                                f"{PRIOR_SHIFT} with the digits prior, 0 without)",
+                                check=at_least(-1))
     gan_aug_mult: int = option(1, "augmentation multiplicity: shifted copies of each real "
                                "image averaged inside its clipped gradient (privacy unchanged)",
                                check=at_least(1))
@@ -90,14 +104,14 @@ class DCGANOptions(Options):
                               f"is for --task dcgan only (got --task {settings.task})")
         if settings.task != "dcgan":
             return
-        if self.gan_aug_mult > 1 and not self.gan_aug_shift:
-            raise OptionError("gan-aug-mult", f"needs --gan-aug-shift > 0 (got --gan-aug-mult "
-                              f"{self.gan_aug_mult} with --gan-aug-shift 0)")
         from tasks.image.options import ImageDataOptions
 
         dataset = settings.get(ImageDataOptions).dataset
         channels = {"cifar10": 3, "folder": None}.get(dataset, 1)
         try:
-            resolve_prior(self.gan_public_prior, dataset, channels)
+            prior = resolve_prior(self.gan_public_prior, dataset, channels)
         except ValueError as error:
             raise OptionError("gan-public-prior", str(error)) from None
+        if self.gan_aug_mult > 1 and not resolve_shift(self.gan_aug_shift, prior):
+            raise OptionError("gan-aug-mult", f"needs a shift (got --gan-aug-mult "
+                              f"{self.gan_aug_mult} with --gan-aug-shift 0 for prior {prior})")

@@ -36,7 +36,7 @@ from tasks.dcgan.augment import Augment
 from tasks.dcgan.d_schedule import DStepSchedule
 from tasks.dcgan.ema import GeneratorEMA, ema_state, with_ema
 from tasks.dcgan.models import Discriminator, Generator, build_pair
-from tasks.dcgan.options import DCGANOptions, resolve_prior
+from tasks.dcgan.options import DCGANOptions, resolve_prior, resolve_shift
 from tasks.dcgan.prior_cache import fit_prior
 from tasks.dcgan.release import GeneratorRelease
 from tasks.dcgan.server_steps import ServerGenerator, ServerSteps
@@ -77,9 +77,10 @@ class DCGANTask(GeneratorRelease, ServerSteps, PrivateImageTask):
         self.conditional = gan.conditional
         self.d_steps, self.d_adapt = gan.gan_d_steps, gan.gan_d_steps_adapt
         self.g_steps = gan.gan_g_steps
-        self.augment = Augment(gan.gan_aug_mult, gan.gan_aug_shift) if gan.gan_aug_shift else None
         self.ema_decay = gan.gan_ema
         self.prior = resolve_prior(gan.gan_public_prior, self.dataset)
+        shift = resolve_shift(gan.gan_aug_shift, self.prior)
+        self.augment = Augment(gan.gan_aug_mult, shift) if shift else None
         self.coded = gan.gan_class_code and self.prior == "digits" and not self.conditional
         self.device_choice = settings.get(DeviceOptions).device
         self.server_generator = ServerGenerator(gan.gan_server_g_steps, self.batch_size,
@@ -118,11 +119,13 @@ class DCGANTask(GeneratorRelease, ServerSteps, PrivateImageTask):
 
     @property
     def resolved(self) -> dict[str, Any]:
-        """Values derived from the flags, for config.json (the noise a target implies)."""
+        """Values derived from the flags, for config.json (the noise a target implies, the
+        shift ``-1`` chose)."""
+        shift = {"gan-aug-shift": self.augment.shift if self.augment is not None else 0}
         if not self.dp:
-            return {"dp": False}
+            return {"dp": False, **shift}
         return {
-            "noise-multiplier": self.dp_settings.noise_multiplier,
+            **shift, "noise-multiplier": self.dp_settings.noise_multiplier,
             "sample-rates": [rate for rate, _ in self.plans],
             "planned-steps": [steps for _, steps in self.plans],
             "planned-epsilon": self.planned_epsilons(),
@@ -168,11 +171,8 @@ class DCGANTask(GeneratorRelease, ServerSteps, PrivateImageTask):
         return torch.arange(count) % self.num_classes if self.conditional else None
 
     def _codes(self, count: int) -> torch.Tensor | None:
-        """What G reads beside z for ``count`` images: the labels, or balanced class codes.
-
-        A coded G's codes are not released as labels: they name the public class G was
-        pulled towards, which no private label has confirmed.
-        """
+        """What G reads beside z for ``count`` images: the labels, or balanced class codes
+        (never released as labels: no private label confirmed the class G was pulled to)."""
         if self.coded:
             return torch.arange(count) % self.code_classes
         return self._labels(count)
