@@ -8,9 +8,10 @@ from opacus.accountants.analysis import rdp as rdp_analysis
 
 from fl_sim.options import OptionError, RunConfig
 from tasks import dp_sgd
-from tasks.base import Partition, Workspace
+from tasks.base import Partition
 from tasks.dcgan.d_schedule import LADDER, DStepSchedule
 from tasks.dcgan.task import DCGANTask
+from tests import test_dcgan_augment as augment_tests
 
 
 def test_the_average_is_the_papers_moving_average_and_climbs_only_after_the_grace():
@@ -50,10 +51,7 @@ def test_the_schedule_survives_the_clients_state():
 
 
 def task(**overrides) -> DCGANTask:
-    settings = {"task": "dcgan", "clients": 16, "dataset": "digits", "batch-size": 16,
-                "num-server-rounds": 2, "local-epochs": 1, "gan-width": 8,
-                "noise-multiplier": 0.9, **overrides}
-    return DCGANTask(RunConfig.from_mapping(settings), Workspace())
+    return augment_tests.task(**{"batch-size": 16, **overrides})
 
 
 def test_a_climbing_schedule_keeps_its_rung_across_rounds_and_spends_the_same_epsilon():
