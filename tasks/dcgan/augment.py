@@ -1,4 +1,4 @@
-"""Augmentation multiplicity for D's private steps (De et al. 2022, as used by DPDM).
+"""Shifted images in D's steps, and augmentation multiplicity (De et al. 2022, as in DPDM).
 
 Under DP-SGD every real image's gradient is clipped to norm C and then noised, so a
 step's signal is bounded by the number of images in it, not by what each image could
@@ -6,7 +6,7 @@ teach. Augmentation multiplicity takes K randomly shifted copies of each real im
 averages their K gradients *inside* that image's per-sample gradient, and only then
 clips: the image still contributes one row of norm at most C, so the sensitivity and
 the accountant are unchanged, while the averaged row varies less from the image's
-exact position. The shifts are drawn from the generator's seed, never from the data.
+exact position. The shifts come from torch's seeded generator, never from the data.
 
 A GAN adds one constraint: if only the reals were shifted, D would learn that shifted
 images are real and G would learn to draw them shifted. So the fakes pass through the
@@ -25,12 +25,13 @@ from torch import nn
 
 @dataclass(frozen=True)
 class Augment:
-    """K shifted copies of each real image in D's step.
+    """Random shifts of D's images, and K shifted copies of each real image in D's step.
 
     Parameters
     ----------
     multiplicity : int
-        Copies of each real image whose gradients one clipped row averages (K >= 2).
+        Copies of each real image whose gradients one clipped row averages (1: the
+        shifts alone).
     shift : int
         Largest translation, in pixels, along each axis; edges are repeated.
     """
