@@ -214,8 +214,9 @@ def gan_round(
             d_taken += 1
             since_g += 1
             due = since_g >= (schedule.d_steps if schedule is not None else steps.d_steps)
-            for repeat in range(steps.g_steps if due else 0):
+            if due:
                 since_g = 0
+            for repeat in range(steps.g_steps if due else 0):
                 if repeat:
                     fake, y_fake = draw()
                 with dp_sgd.frozen(discriminator):
