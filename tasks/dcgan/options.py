@@ -95,6 +95,9 @@ class DCGANOptions(Options):
     conditional: bool = option(
         False, "dcgan: condition G and D on the label (labels are private data too); reports "
         "train-on-synthetic/test-on-real accuracy every round")
+    tstr_seeds: int = option(1, "TSTR classifiers (seeds) averaged per score under "
+                             "--conditional; their spread is reported as tstr_accuracy_std",
+                             check=at_least(1))
 
     def validate(self, settings: Settings) -> None:
         """``--conditional`` is for dcgan only; a digits prior needs one-channel images;

@@ -75,6 +75,7 @@ class DCGANTask(GeneratorRelease, ServerSteps, PrivateImageTask):
         self.real_label = gan.gan_real_label
         self.width = gan.gan_width
         self.conditional = gan.conditional
+        self.tstr_seeds = gan.tstr_seeds
         self.d_steps, self.d_adapt = gan.gan_d_steps, gan.gan_d_steps_adapt
         self.g_steps = gan.gan_g_steps
         self.ema_decay = gan.gan_ema
@@ -88,7 +89,8 @@ class DCGANTask(GeneratorRelease, ServerSteps, PrivateImageTask):
         self.prior_record: dict[str, Any] | None = None  # public_prior.json, once fitted
         self.guide_arrays: ArrayRecord | None = None
         if self.conditional:
-            self.server_metrics = (*type(self).server_metrics, *gan_metrics.TSTR_METRICS)
+            spread = (gan_metrics.TSTR_SPREAD,) * (self.tstr_seeds > 1)
+            self.server_metrics = (*type(self).server_metrics, *gan_metrics.TSTR_METRICS, *spread)
         if self.coded:
             self.server_metrics = (*type(self).server_metrics, "code_agreement")
         if self.d_adapt:  # the n_D each client's schedule reached
@@ -338,7 +340,7 @@ class DCGANTask(GeneratorRelease, ServerSteps, PrivateImageTask):
     def scorer(self) -> gan_metrics.Scorer:
         """Scores generated images against the server's held-out real images."""
         return gan_metrics.Scorer(self.images, self.seed, self.workspace.run_dir,
-                                  self.workspace.cache)
+                                  self.workspace.cache, self.tstr_seeds)
 
     def generate(self, arrays: ArrayRecord, count: int, seed: int) -> np.ndarray:
         """``count`` images (model range) of the released G for a fixed noise seed.
