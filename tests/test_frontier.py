@@ -134,3 +134,15 @@ def test_help_lists_the_grid_and_run_flags():
             "--conditional"} <= flags
     assert not flags & {"--target-epsilon", "--gan-public-prior", "--dp", "--clients"}
     assert isinstance(sub, argparse.ArgumentParser)
+
+
+def test_several_tstr_classifiers_add_their_spread_to_the_last_round(tmp_path):
+    run = fake_run(tmp_path / "a", 5, "digits", True, [9.9], [0.40, 0.71], [60.0, 30.0])
+    rounds = (run / "rounds.csv").read_text().splitlines()
+    spread = ["server_tstr_accuracy_std", "0.05", "0.02"]
+    (run / "rounds.csv").write_text("\n".join(f"{line},{s}" for line, s in zip(rounds, spread)))
+    (row,) = frontier_rows([run])
+    assert row["tstr_final_std"] == 0.02
+    assert "40.0% -> 71.0% ± 2.0 | +31.0 |" in markdown([row])
+    written = next(csv.DictReader(write_frontier([run], tmp_path / "out").open()))
+    assert written["tstr_final_std"] == "0.02"

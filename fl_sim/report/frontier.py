@@ -19,9 +19,10 @@ from typing import Any
 from fl_sim.report.data import load_run
 
 COLUMNS = ("run", "clients", "public_prior", "target_epsilon", "epsilon", "delta", "rounds",
-           "tstr_round0", "tstr_final", "tstr_gain", "fid_round0", "fid_final",
+           "tstr_round0", "tstr_final", "tstr_final_std", "tstr_gain", "fid_round0", "fid_final",
            "real_data_accuracy", "seconds", "status")
 TSTR = "server_tstr_accuracy"
+TSTR_STD = "server_tstr_accuracy_std"  # with --tstr-seeds above 1
 FID = "server_fid"
 
 
@@ -52,6 +53,7 @@ def frontier_rows(runs: Sequence[Path]) -> list[dict[str, Any]]:
             "epsilon": float(eps.iloc[-1]) if dp and len(eps) else None,
             "delta": run.delta if dp else None, "rounds": last,
             "tstr_round0": _at(tstr, 0), "tstr_final": run.final(TSTR),
+            "tstr_final_std": run.final(TSTR_STD),
             "tstr_gain": _gain(_at(tstr, 0), run.final(TSTR)),
             "fid_round0": _at(fid, 0), "fid_final": run.final(FID),
             "real_data_accuracy": run.final("server_real_data_accuracy"),
@@ -74,6 +76,9 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
     def pct(v: float | None) -> str:
         return "" if v is None else f"{100 * v:.1f}%"
 
+    def spread(v: float | None) -> str:
+        return "" if v is None else f" ± {100 * v:.1f}"
+
     def fid(v: float | None) -> str:
         return "" if v is None else f"{v:.1f}"
 
@@ -83,7 +88,8 @@ def markdown(rows: Sequence[dict[str, Any]]) -> str:
         lines.append(
             f"| {r['clients']} | {r['public_prior']} | {r['target_epsilon']} | "
             f"{'' if r['epsilon'] is None else format(r['epsilon'], '.3g')} | {r['rounds']} | "
-            f"{pct(r['tstr_round0'])} -> {pct(r['tstr_final'])} | {gain} | "
+            f"{pct(r['tstr_round0'])} -> {pct(r['tstr_final'])}{spread(r['tstr_final_std'])} "
+            f"| {gain} | "
             f"{fid(r['fid_round0'])} -> {fid(r['fid_final'])} | "
             f"{'' if r['seconds'] is None else format(r['seconds'], '.0f') + ' s'} |")
     return head + "\n".join(lines) + "\n"
