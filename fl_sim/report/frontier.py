@@ -2,10 +2,11 @@
 
 Reads only the run folders (:mod:`fl_sim.report.data`), so a frontier stopped part-way, or
 one assembled from runs made elsewhere, tabulates the same way. Per run: TSTR and FID at
-round 0 (the initial model: the public prior alone, or a random G) and at the last round,
-their gain, the epsilon spent (largest over clients) and the wall time. The plot draws
-final TSTR against epsilon spent, one line per (clients, prior) setting, runs without DP
-at the right edge, and round 0 as hollow markers: what the private rounds bought.
+round 0 (the initial model: the public prior alone, or a random G) and at the last round
+(with ``--tstr-seeds`` above 1, the spread over classifiers too), their gain, the epsilon
+spent (largest over clients) and the wall time. The plot draws final TSTR against epsilon
+spent, one line per (clients, prior) setting, runs without DP at the right edge, and
+round 0 as hollow markers: what the private rounds bought.
 """
 
 from __future__ import annotations
