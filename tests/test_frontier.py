@@ -28,6 +28,7 @@ def test_default_grid_is_epsilon_by_clients_by_prior(tmp_path):
     for cfg in configs:
         values = cfg.to_run_config()
         assert values["conditional"] is True and values["num-server-rounds"] == 3
+        assert values["tstr-seeds"] == frontier.TSTR_SEEDS == 3
         eps = values["target-epsilon"] if values["dp"] else "none"
         seen.add((values["clients"], values["gan-public-prior"], eps))
         assert cfg.run.run_name == frontier.point_name(eps, values["clients"],
@@ -40,10 +41,10 @@ def test_default_grid_is_epsilon_by_clients_by_prior(tmp_path):
 
 def test_grid_flags_narrow_it(tmp_path):
     _, configs = planned(tmp_path, "--epsilons", "2.5", "--client-counts", "3",
-                         "--priors", "none", "--no-conditional")
+                         "--priors", "none", "--no-conditional", "--tstr-seeds", "1")
     (values,) = [c.to_run_config() for c in configs]
     assert (values["target-epsilon"], values["clients"], values["gan-public-prior"],
-            values["conditional"]) == (2.5, 3, "none", False)
+            values["conditional"], values["tstr-seeds"]) == (2.5, 3, "none", False, 1)
 
 
 @pytest.mark.parametrize(("argv", "flag"), [

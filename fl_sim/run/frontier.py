@@ -6,7 +6,8 @@ One run per (target epsilon, number of clients, public prior), each a conditiona
 The default grid answers the product's question three ways at once: epsilon 1, 3, 10 and
 no DP; federated over 5 clients against 1 client holding all the data (what federation
 costs at equal epsilon); with and without the public digits prior (what the private rounds
-buy on their own). Any run flag applies to every point (``--rounds 3`` for a quick look).
+buy on their own). Any run flag applies to every point (``--rounds 3`` for a quick look);
+each TSTR figure is the mean of :data:`TSTR_SEEDS` classifiers unless ``--tstr-seeds`` says.
 Points run as a sweep does (:func:`fl_sim.run.sweep.run_configs`), ``--sweep-parallel``
 included.
 """
@@ -25,6 +26,9 @@ NO_DP = "none"
 EPSILONS = "1,3,10,none"
 CLIENT_COUNTS = "5,1"
 PRIORS = "digits,none"
+TSTR_SEEDS = 3
+"""Classifiers per TSTR figure unless ``--tstr-seeds`` is given: one classifier's seed alone
+moved a release's TSTR by up to 7 points (BENCHMARKS.md), more than most settings compared."""
 FIXED = ("target-epsilon", "dp", "clients", "gan-public-prior", "run-name", "sweep-parallel")
 """Keys the grid sets per point (or the command itself uses), so no flag may set them."""
 
@@ -90,7 +94,8 @@ def plan(args: argparse.Namespace, overrides: dict[str, Any]) -> tuple[Path, lis
     if overrides.get("task", "dcgan") != "dcgan":
         raise OptionError("task", f"the frontier is of the DP-DCGAN: dcgan only (got "
                           f"{overrides['task']})")
-    base = {**overrides, "task": "dcgan", "conditional": overrides.get("conditional", True)}
+    base = {**overrides, "task": "dcgan", "conditional": overrides.get("conditional", True),
+            "tstr-seeds": overrides.get("tstr-seeds", TSTR_SEEDS)}
     out = Path(base.pop("out-dir", defaults()["out-dir"]))
     name = base.pop("run-name", "") or datetime.now(UTC).strftime("%Y%m%d-%H%M%S-frontier")
     frontier_dir = out / name
