@@ -105,3 +105,16 @@ def test_bad_release_and_tuning_flags_name_the_flag(overrides, flag):
     with pytest.raises(OptionError) as error:
         RunConfig.from_mapping(overrides)
     assert error.value.flag == flag
+
+
+def test_label_agreement_is_the_reference_cnns_reading_of_each_fake_against_its_label(
+        tmp_path):
+    t = task(tmp_path, conditional=True, **{"gan-width": 8})
+    arrays = t.initial_arrays()
+    metrics = t.central_evaluate(0, arrays)
+    assert "label_agreement" in t.server_metrics and "code_agreement" not in metrics
+    fakes = t.generate(arrays, len(t.images.test_x), t.seed + 1)  # what the server scores
+    _, probs = t.scorer.reference.embed(fakes)
+    labels = np.arange(len(fakes)) % 10
+    assert metrics["label_agreement"] == float((probs.argmax(1) == labels).mean())
+    assert "label_agreement" not in task(**{"gan-width": 8}).server_metrics

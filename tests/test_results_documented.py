@@ -8,7 +8,7 @@ import pytest
 
 from fl_sim.record.results import PRIVACY_COLUMNS, client_columns, round_columns
 from tasks.classifier import ClassifierTask
-from tasks.dcgan.metrics import TSTR_METRICS, TSTR_SPREAD
+from tasks.dcgan.metrics import LABEL_AGREEMENT, TSTR_METRICS, TSTR_SPREAD
 from tasks.dcgan.task import DCGANTask
 from tasks.disguise.task import DisguiseTask
 from tasks.regression import RegressionTask
@@ -16,7 +16,7 @@ from tests.conftest import REPO
 
 DOC = (REPO / "docs" / "results-format.md").read_text()
 DOCUMENTED = set(re.findall(r"`([a-z_0-9<>]+)`", DOC))
-EXTRA_SERVER = {DCGANTask: (*TSTR_METRICS, TSTR_SPREAD, "code_agreement")}
+EXTRA_SERVER = {DCGANTask: (*TSTR_METRICS, TSTR_SPREAD, LABEL_AGREEMENT, "code_agreement")}
 
 
 def _documented(column: str) -> bool:

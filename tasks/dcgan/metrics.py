@@ -195,6 +195,8 @@ def inception_score(probs: np.ndarray, eps: float = 1e-12) -> float:
 
 TSTR_EPOCHS = 5
 TSTR_METRICS = ("tstr_accuracy", "real_data_accuracy")
+LABEL_AGREEMENT = "label_agreement"
+"""Under ``--conditional``: the share of fakes the reference CNN reads as their label."""
 TSTR_SPREAD = "tstr_accuracy_std"
 """With more than one TSTR classifier: the sample standard deviation of their accuracies."""
 

@@ -74,8 +74,7 @@ class DCGANTask(GeneratorRelease, ServerSteps, PrivateImageTask):
         self.keep_optimizer = gan.gan_keep_optimizer
         self.real_label = gan.gan_real_label
         self.width = gan.gan_width
-        self.conditional = gan.conditional
-        self.tstr_seeds = gan.tstr_seeds
+        self.conditional, self.tstr_seeds = gan.conditional, gan.tstr_seeds
         self.d_steps, self.d_adapt = gan.gan_d_steps, gan.gan_d_steps_adapt
         self.g_steps = gan.gan_g_steps
         self.ema_decay = gan.gan_ema
@@ -90,7 +89,8 @@ class DCGANTask(GeneratorRelease, ServerSteps, PrivateImageTask):
         self.guide_arrays: ArrayRecord | None = None
         if self.conditional:
             spread = (gan_metrics.TSTR_SPREAD,) * (self.tstr_seeds > 1)
-            self.server_metrics = (*type(self).server_metrics, *gan_metrics.TSTR_METRICS, *spread)
+            self.server_metrics = (*type(self).server_metrics, *gan_metrics.TSTR_METRICS,
+                                   gan_metrics.LABEL_AGREEMENT, *spread)
         if self.coded:
             self.server_metrics = (*type(self).server_metrics, "code_agreement")
         if self.d_adapt:  # the n_D each client's schedule reached
@@ -364,16 +364,17 @@ class DCGANTask(GeneratorRelease, ServerSteps, PrivateImageTask):
         return self.measure(arrays)
 
     def measure(self, arrays: ArrayRecord) -> dict[str, float]:
-        """FID, Inception-style score and, where they apply, code agreement and TSTR."""
+        """FID, Inception-style score and, where they apply, code or label agreement and TSTR."""
         fakes = self.generate(arrays, len(self.images.test_x), self.seed + 1)
         fid, inception, probs = self.scorer.quality(fakes)
         metrics = {"fid": fid, "inception_score": inception,
                    "reference_accuracy": self.scorer.reference.accuracy}
-        if self.coded:
-            # How often a classifier of *real* digits reads a coded fake as its code: the
-            # share of samples recognisable as the digit G was asked for.
+        if self.coded or self.conditional:
+            # How often a classifier of *real* images reads a fake as the class G was asked
+            # for (its code, or its label): a release can look real and carry wrong labels.
             codes = self._codes(len(fakes)).numpy()
-            metrics["code_agreement"] = float((probs.argmax(1) == codes).mean())
+            agreement = "code_agreement" if self.coded else gan_metrics.LABEL_AGREEMENT
+            metrics[agreement] = float((probs.argmax(1) == codes).mean())
         if self.conditional:
             count = len(self.images.train_y)
             metrics.update(self.scorer.tstr(self.generate(arrays, count, self.seed + 2),
