@@ -27,8 +27,9 @@ EPSILONS = "1,3,10,none"
 CLIENT_COUNTS = "5,1"
 PRIORS = "digits,none"
 TSTR_SEEDS = 3
-"""Classifiers per TSTR figure unless ``--tstr-seeds`` is given: one classifier's seed alone
-moved a release's TSTR by up to 7 points (BENCHMARKS.md), more than most settings compared."""
+"""Classifiers per TSTR figure unless ``--tstr-seeds`` is given: one classifier's figure sat
+4.4 points above the mean of three on the same release (BENCHMARKS.md), more than many of
+the settings a frontier compares differ by."""
 FIXED = ("target-epsilon", "dp", "clients", "gan-public-prior", "run-name", "sweep-parallel")
 """Keys the grid sets per point (or the command itself uses), so no flag may set them."""
 
