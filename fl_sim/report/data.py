@@ -43,7 +43,8 @@ CLIENT_BOOKKEEPING = {
     "run_id", "round", "phase", "partition_id", "node_id", "num_examples", "epsilon",
     "delta", "noise_multiplier", "sample_rate", "dp_steps", "seconds", "status",
 }
-LOWER_IS_BETTER = ("loss", "fid", "frechet", "distance", "error")
+LOWER_IS_BETTER = ("loss", "fid", "frechet", "distance", "error", "_std")
+"""Words of columns where smaller is better; a spread (``_std``) is smaller when steadier."""
 
 
 def _read_csv(path: Path) -> pd.DataFrame:

@@ -216,7 +216,7 @@ class Scorer:
     cache : Cache, optional
         Where it is kept between runs (:mod:`fl_core.cache`): it depends only on the
         held-out split, the seed and the code.
-    tstr_seeds : int
+    tstr_seeds : int, optional
         TSTR classifiers per score, seeded ``seed``, ``seed + 1``, ...: one small CNN's
         accuracy moves by several points with its seed alone, more than many training
         choices do, so comparisons average over classifiers.
