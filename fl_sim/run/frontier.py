@@ -127,7 +127,8 @@ def add_command(commands: Any, add_run_flags: Any) -> None:
         description="Run the conditional DP-DCGAN once per (target epsilon, number of "
         "clients, public prior) into one folder and write frontier.csv, frontier.png and "
         "frontier.md (TSTR and FID at round 0 and at the end, epsilon spent). Every run flag "
-        "applies to all points.")
+        f"applies to all points; each TSTR is the mean of {TSTR_SEEDS} classifiers unless "
+        "--tstr-seeds is given.")
     grid = parser.add_argument_group("frontier grid")
     grid.add_argument("--epsilons", default=EPSILONS, metavar="E1,E2,...",
                       help=f"target epsilons per client, '{NO_DP}' for a run without DP "
