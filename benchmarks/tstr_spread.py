@@ -69,13 +69,13 @@ def main(run_dir: str, rounds: str | None, threads: int) -> None:
     for server_round in chosen:
         _, arrays = folder.arrays_at(server_round)
         images = task.generate(arrays, count, task.seed + 2)
-        scores = several._accuracies(images, task._labels(count).numpy())
+        scores = several.accuracies(images, task._labels(count).numpy())
         print(f"round {server_round}: {count} images, seeds {task.seed}..{task.seed + SEEDS - 1}: "
               f"{', '.join(f'{a:.3f}' for a in scores)}; mean {np.mean(scores):.3f} "
               f"+- {np.std(scores, ddof=1):.3f}", flush=True)
         for larger in LARGER:
             images = task.generate(arrays, larger, task.seed + 2)
-            accuracy = one._accuracies(images, task._labels(larger).numpy())[0]
+            accuracy = one.accuracies(images, task._labels(larger).numpy())[0]
             print(f"round {server_round}: {larger} images, seed {task.seed}: {accuracy:.3f}",
                   flush=True)
 

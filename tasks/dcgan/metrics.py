@@ -247,8 +247,9 @@ class Scorer:
         fid = frechet_distance(*statistics(features), *self._real_stats)
         return fid, inception_score(probs), probs
 
-    def _accuracies(self, x: np.ndarray, y: np.ndarray) -> list[float]:
-        """Accuracy on the real held-out split of each TSTR classifier trained on ``x, y``."""
+    def accuracies(self, x: np.ndarray, y: np.ndarray) -> list[float]:
+        """Accuracy on the real held-out split of each TSTR classifier trained on ``x, y``
+        (seeds ``seed``, ``seed + 1``, ...): the figures behind :meth:`tstr`'s mean."""
         from tasks.image import cnn
 
         scores = []
@@ -261,7 +262,7 @@ class Scorer:
     @cached_property
     def real_data_accuracy(self) -> float:
         """The non-private ceiling: the TSTR classifiers trained on the real training data."""
-        return float(np.mean(self._accuracies(self.images.train_x, self.images.train_y)))
+        return float(np.mean(self.accuracies(self.images.train_x, self.images.train_y)))
 
     def tstr(self, x: np.ndarray, y: np.ndarray) -> dict[str, float]:
         """Train on synthetic, test on real: the release's usefulness for classification.
@@ -270,7 +271,7 @@ class Scorer:
         same recipe and seeds as the ceiling, and are scored on the server's real held-out
         split; the mean is reported, and the spread when there are several.
         """
-        scores = self._accuracies(x, y)
+        scores = self.accuracies(x, y)
         out = {"tstr_accuracy": float(np.mean(scores)),
                "real_data_accuracy": self.real_data_accuracy}
         if len(scores) > 1:
